@@ -1,0 +1,64 @@
+# scintiflow: `make demo` and `make test` are the two commands (see README).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONSTRAINTS := requirements/constraints.txt
+# Debian packages the tests need (none yet; later: chromium, dicom3tools, kubernetes-client).
+APT_PACKAGES ?=
+DEMO_OUT ?= ./scintiflow-demo
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: help setup apt test lint typecheck pytest demo lock montage clean
+
+help:
+	@echo "make demo   - set up .venv and run the demo night (results under $(DEMO_OUT))"
+	@echo "make test   - set up .venv, then ruff, mypy and pytest (gpu tests skipped)"
+	@echo "make lock   - refresh $(CONSTRAINTS) from the current .venv"
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	  -c $(CONSTRAINTS) -e '.[test]'
+	@touch $@
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+
+setup: apt $(STAMP)
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+# pytest exits 5 when a selection holds no test; that is not a failure of the suite.
+pytest: setup
+	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
+
+test: lint typecheck pytest
+
+demo: setup
+	$(BIN)/scintiflow demo --out $(DEMO_OUT)
+
+montage: setup
+	$(BIN)/scintiflow montage --out docs/montage.png
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' > $(CONSTRAINTS)
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Prefect @flow definitions: wiring only."""

@@ -1,0 +1,1 @@
+"""Prefect @task wrappers around scintiflow functions: thin, batch-level, PHI-free parameters."""
