@@ -41,9 +41,12 @@ def main() -> None:
 
 
 def _console() -> Console:
+    import sys
+
     from rich.console import Console
 
-    return Console()
+    # Piped output (CI logs, `make demo | tee`) gets a wide table instead of rich's 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _progress(console: Console) -> Progress:
@@ -187,12 +190,14 @@ def _decode_listing(store: ObjectStore, prefix: str, console: Console) -> list[D
     return results
 
 
-def _print_listing(results: list[DecodedObject], console: Console, *, limit: int) -> None:
+def _print_listing(
+    results: list[DecodedObject], console: Console, *, prefix: str, limit: int
+) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{len(results)} objects", show_lines=False)
+    table = Table(title=f"{len(results)} objects under {prefix or '/'}", show_lines=False)
+    table.add_column("key", no_wrap=True)
     for col in (
-        "key",
         "status",
         "modality",
         "matrix",
@@ -205,7 +210,9 @@ def _print_listing(results: list[DecodedObject], console: Console, *, limit: int
     for item in results[:limit]:
         rec = item.record
         if rec is None:
-            table.add_row(item.key, f"[red]{item.reason}[/red]", "", "", "", "", "", "")
+            table.add_row(
+                item.key.removeprefix(prefix), f"[red]{item.reason}[/red]", "", "", "", "", "", ""
+            )
             continue
         spacing = (
             ""
@@ -213,7 +220,7 @@ def _print_listing(results: list[DecodedObject], console: Console, *, limit: int
             else f"{rec.pixel_spacing_mm[0]:.2f}x{rec.pixel_spacing_mm[1]:.2f}"
         )
         table.add_row(
-            item.key,
+            item.key.removeprefix(prefix),
             "[green]ok[/green]",
             rec.modality,
             f"{rec.rows}x{rec.cols}",
@@ -241,7 +248,7 @@ def ls(
     console = _console()
     store = _open(url)
     results = _decode_listing(store, prefix, console)
-    _print_listing(results, console, limit=limit)
+    _print_listing(results, console, prefix=prefix, limit=limit)
     console.print(f"listed: {store.url_for(prefix.rstrip('/')) if prefix else store.url}")
 
 
@@ -283,8 +290,9 @@ def demo(
         difficulty=0.5,
         phi_sentinel=False,
     )
-    results = _decode_listing(store, summary.exports_prefix, console)
-    _print_listing(results, console, limit=len(results))
+    prefix = summary.exports_prefix.rstrip("/") + "/"
+    results = _decode_listing(store, prefix, console)
+    _print_listing(results, console, prefix=prefix, limit=len(results))
     console.print(f"\nexports: {store.url_for(summary.exports_prefix.rstrip('/'))}")
     console.print(f"labels:  {store.url_for(summary.labels_key)}")
     console.print(f"faults:  {store.url_for(summary.faults_key)}")
