@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -57,3 +59,9 @@ class ImageRecord:
     @property
     def shape(self) -> tuple[int, int]:
         return (self.rows, self.cols)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, PHI-free run id: UTC time plus a random suffix (20261127T020000Z-3fa9c2)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
