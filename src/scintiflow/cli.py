@@ -303,22 +303,460 @@ def _not_yet(verb: str, issue: str) -> None:
     raise typer.Exit(code=2)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def check() -> None:
-    """Run the data checks (Great Expectations) and quarantine bad files. [not yet available]"""
-    _not_yet("check", "[F2]")
+if TYPE_CHECKING:
+    from scintiflow.checks import ChecksSummary
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train() -> None:
-    """Train and cross-validate models. [not yet available]"""
-    _not_yet("train", "[F3]")
+def _check_run(
+    source: ObjectStore, dest: ObjectStore, console: Console, *, night: date, workers: int = 0
+) -> ChecksSummary:
+    """Run the data checks of one night with a progress bar; `ChecksSummary` back."""
+    from scintiflow.checks import run_checks
+
+    with _progress(console) as progress:
+        task = progress.add_task("checking", total=None)
+        return run_checks(
+            source,
+            night=night,
+            dest_store=dest,
+            workers=workers,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def score() -> None:
-    """Score images with a model version and draw Grad-CAM heatmaps. [not yet available]"""
-    _not_yet("score", "[F4]")
+def _check_print(summary: ChecksSummary, console: Console) -> None:
+    """The reason-count table and where the data docs, checks.json and quarantine went."""
+    from rich.table import Table
+
+    from scintiflow.checks import REASONS, severity
+
+    table = Table(title=f"data checks, night {summary.night}: {summary.inputs} files")
+    table.add_column("reason code", no_wrap=True)
+    table.add_column("severity")
+    table.add_column("files", justify="right")
+    table.add_column("meaning", overflow="fold")
+    order = sorted(summary.reason_counts.items(), key=lambda kv: (severity(kv[0]), -kv[1], kv[0]))
+    for code, count in order:
+        sev = severity(code)
+        colour = "red" if sev == "reject" else "yellow"
+        table.add_row(
+            code, f"[{colour}]{sev}[/{colour}]", str(count), REASONS.get(code, ("", ""))[1]
+        )
+    console.print(table)
+    console.print(
+        f"accepted {len(summary.accepted)} (of which {len(summary.warned)} with warnings), "
+        f"quarantined {len(summary.quarantined)}, inputs {summary.inputs}"
+    )
+    console.print(f"data docs:   {summary.docs_url}")
+    console.print(f"checks.json: {summary.checks_url}")
+    console.print(f"quarantine:  {summary.quarantine_url}")
+
+
+@app.command()
+def check(
+    input_url: Annotated[
+        str, typer.Option("--input", help="Store URL holding exports/<night>/.")
+    ] = "./scintiflow-data",
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="Store URL for results/ and quarantine/ (default: --input)."),
+    ] = None,
+    night: NightOpt = None,
+    workers: Annotated[int, typer.Option(min=0, help="Decode threads (0: settings).")] = 0,
+) -> None:
+    """Run the data checks (Great Expectations) on a night and quarantine bad files.
+
+    Exits 0 when the run completes, also when files were quarantined (normal operation);
+    non-zero only when the run itself failed.
+    """
+    from scintiflow.checks import ChecksError
+    from scintiflow.storage import StoreError
+
+    console = _console()
+    source = _open(input_url)
+    dest = _open(out) if out is not None else source
+    day = _parse_night(night)
+    try:
+        summary = _check_run(source, dest, console, night=day, workers=workers)
+    except (StoreError, ChecksError) as exc:
+        console.print(f"[red]scintiflow check failed:[/red] {exc}")
+        raise typer.Exit(code=1) from None
+    _check_print(summary, console)
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from scintiflow.readers import ReaderRead
+    from scintiflow.study import StudyData
+
+
+def _train_progress(console: Console) -> Callable[[str, int | None, int, float, float], None]:
+    """A progress printer: one line per epoch (arch, fold, epoch, losses)."""
+
+    def show(arch: str, fold: int | None, epoch: int, loss: float, val_loss: float) -> None:
+        where = "final fit" if fold is None else f"fold {fold + 1}"
+        console.print(
+            f"{arch:<14} {where:<9} epoch {epoch:>3}  loss {loss:.4f}  val_loss {val_loss:.4f}",
+            markup=False,
+            highlight=False,
+        )
+
+    return show
+
+
+def _train_archs(archs: str) -> list[str]:
+    from scintiflow.models import ARCHS, MODEL_SPECS
+
+    names = list(ARCHS) if archs.strip() == "all" else [a.strip() for a in archs.split(",")]
+    unknown = [a for a in names if a not in MODEL_SPECS]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown architecture(s) {unknown}; known: all, {', '.join(sorted(MODEL_SPECS))}",
+            param_hint="--archs",
+        )
+    return names
+
+
+def _train_run(
+    console: Console,
+    data: StudyData,
+    registry: str,
+    *,
+    archs: str,
+    folds: int,
+    epochs: int,
+    image_size: int,
+    batch_size: int,
+    weights: str,
+    device: str,
+    seed: int,
+    name: str,
+    floor: float,
+    reads: list[ReaderRead] | None,
+) -> None:
+    """Run the protocol, then print the comparison table and where the version went."""
+    from scintiflow.models import WeightsError
+    from scintiflow.settings import get_settings
+    from scintiflow.study import run_study, study_table
+    from scintiflow.training import TrainConfig
+
+    arch_list = _train_archs(archs)
+    store = _open(registry)
+    counts = data.counts()
+    console.print(
+        "data: "
+        + ", ".join(
+            f"{k} {v['n']} images / {v['patients']} patients"
+            for k, v in counts.items()
+            if k != "skipped"
+        )
+        + (f"; skipped {counts['skipped']}" if counts["skipped"] else ""),
+        markup=False,
+    )
+    config = TrainConfig(
+        epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed, device=device
+    )
+    try:
+        outcome = run_study(
+            data,
+            store,
+            archs=arch_list,
+            folds=folds,
+            train_config=config,
+            weights=weights,
+            reads=reads,
+            model_name=name,
+            models_prefix=get_settings().prefixes.models,
+            floor=floor,
+            weights_store=store,
+            progress=_train_progress(console),
+            log=lambda msg: console.print(msg, markup=False, highlight=False),
+        )
+    except WeightsError as exc:
+        console.print(f"weights unavailable ({exc.reason}): {exc}", markup=False)
+        raise typer.Exit(code=1) from None
+    console.print()
+    console.print(study_table(outcome.result), markup=False, highlight=False)
+    console.print()
+    prefix = f"{get_settings().prefixes.models}/{name}/{outcome.version}"
+    verdict = "promoted to champion" if outcome.decision.promote else "not promoted"
+    console.print(f"registered: {store.url_for(prefix)} (best arch {outcome.result.best_arch})")
+    console.print(f"gate: {verdict} ({outcome.decision.reason})")
+    console.print(f"report: {store.url_for(prefix + '/report.html')}")
+    console.print(f"took {outcome.seconds:.0f} s")
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="Store URL holding the labelled exports.")],
+    labels: Annotated[
+        str, typer.Option(help="URL of the labels CSV (key,label,patient_id[,site]).")
+    ],
+    registry: Annotated[str, typer.Option(help="Store URL of the model registry.")],
+    external_data: Annotated[
+        str | None, typer.Option(help="Store URL of the external-site exports.")
+    ] = None,
+    external_labels: Annotated[
+        str | None, typer.Option(help="URL of the external set's labels CSV.")
+    ] = None,
+    readers: Annotated[
+        str | None, typer.Option(help="URL of readers.csv (reader_id,key,label).")
+    ] = None,
+    archs: Annotated[str, typer.Option(help="'all' or e.g. resnet34,alexnet.")] = "all",
+    folds: Annotated[int, typer.Option(min=0, help="CV folds (0 or 1: no CV).")] = 5,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    image_size: Annotated[int, typer.Option(min=32)] = 224,
+    batch_size: Annotated[int, typer.Option(min=2)] = 32,
+    weights: Annotated[
+        str, typer.Option(help="none | imagenet | a state dict's key in the registry or URL.")
+    ] = "none",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    seed: int = 0,
+    name: Annotated[str, typer.Option(help="Model name in the registry.")] = "thyroid",
+    floor: Annotated[float, typer.Option(help="Promotion gate accuracy floor.")] = 0.85,
+) -> None:
+    """Cross-validate, evaluate and register models from labelled exports (the study protocol)."""
+    from scintiflow.readers import ReadersCsvError, read_readers_csv
+    from scintiflow.settings import get_settings
+    from scintiflow.storage import StoreError
+    from scintiflow.study import StudyDataError, load_study_data, read_url
+
+    console = _console()
+    settings = get_settings()
+    if (external_data is None) != (external_labels is None) and external_labels is None:
+        raise typer.BadParameter("--external-data needs --external-labels")
+    try:
+        study_data = load_study_data(
+            _open(data),
+            read_url(labels),
+            external_store=_open(external_data) if external_data else None,
+            external_labels=read_url(external_labels) if external_labels else None,
+            seed=seed,
+            workers=settings.decode_workers,
+            preferred_view=settings.preferred_view,
+            group_key=settings.phi_hash_key.get_secret_value().encode(),
+            log=lambda msg: console.print(msg, markup=False),
+        )
+        reads = read_readers_csv(read_url(readers)) if readers else None
+    except (StudyDataError, ReadersCsvError, StoreError) as exc:
+        console.print(f"cannot use the inputs ({exc.reason}): {exc}", markup=False)
+        raise typer.Exit(code=1) from None
+    _train_run(
+        console,
+        study_data,
+        registry,
+        archs=archs,
+        folds=folds,
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        weights=weights,
+        device=device,
+        seed=seed,
+        name=name,
+        floor=floor,
+        reads=reads,
+    )
+
+
+@app.command()
+def study(
+    registry: Annotated[str, typer.Option(help="Store URL of the model registry.")],
+    scale: Annotated[
+        float, typer.Option(min=0.001, help="Share of the study's 2067/514/613 images.")
+    ] = 0.1,
+    archs: Annotated[str, typer.Option(help="'all' or e.g. resnet34,alexnet.")] = "all",
+    folds: Annotated[int, typer.Option(min=0)] = 5,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    image_size: Annotated[int, typer.Option(min=32)] = 224,
+    batch_size: Annotated[int, typer.Option(min=2)] = 32,
+    difficulty: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    weights: Annotated[str, typer.Option(help="none | imagenet | a state dict key/URL.")] = "none",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    seed: int = 0,
+    name: Annotated[str, typer.Option(help="Model name in the registry.")] = "thyroid",
+    floor: Annotated[float, typer.Option(help="Promotion gate accuracy floor.")] = 0.85,
+) -> None:
+    """Simulate a multicentre study (train/internal from sites A+B, external from C), run the
+    whole protocol with simulated junior and senior readers, and register the best model."""
+    from scintiflow.study import simulate_study_data, simulated_reader_reads
+
+    console = _console()
+    console.print(f"simulating the study's data at scale {scale} (difficulty {difficulty})")
+    data = simulate_study_data(scale, seed=seed, difficulty=difficulty)
+    _train_run(
+        console,
+        data,
+        registry,
+        archs=archs,
+        folds=folds,
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        weights=weights,
+        device=device,
+        seed=seed,
+        name=name,
+        floor=floor,
+        reads=simulated_reader_reads(data, seed),
+    )
+
+
+def _score_model_ref(model: str, registry: str | None, input_url: str) -> tuple[str, str, str]:
+    """(registry URL, model name or "", version) from `--model` and `--registry`.
+
+    `--model` is a version selector (`champion`, `latest`, a version id) looked up in
+    `--registry` (default: `--input`), or the URL of a version folder,
+    `<store>/<models prefix>/<name>/<version>`, which names all three.
+    """
+    from scintiflow.settings import get_settings
+
+    if "://" not in model and "/" not in model:
+        return registry or input_url, "", model
+    models_prefix = get_settings().prefixes.models.strip("/")
+    base, _, version = model.rstrip("/").rpartition("/")
+    base, _, name = base.rpartition("/")
+    if not models_prefix or not base.endswith("/" + models_prefix):
+        raise typer.BadParameter(
+            f"a model URL must end in /{models_prefix}/<name>/<version>", param_hint="--model"
+        )
+    return base[: -len(models_prefix) - 1], name, version
+
+
+def _score_run(
+    console: Console,
+    *,
+    input_url: str,
+    out: str | None,
+    registry: str,
+    model_name: str,
+    version: str,
+    engine_kind: str,
+    batch_size: int,
+    all_class_maps: bool,
+    prefix: str,
+    run_id: str,
+    night: date,
+    workers: int,
+) -> None:
+    """Load the version, pick the engine (logged), stream the keys, print where it all went."""
+    from scintiflow.engines import load_scoring_model, open_engine, select_engine
+    from scintiflow.score import results_prefix, score_keys
+    from scintiflow.settings import get_settings
+
+    prefixes = get_settings().prefixes
+    source = _open(input_url)
+    dest = _open(out) if out else source
+    sm = load_scoring_model(_open(registry), model_name, version, prefixes.models)
+    kind = select_engine(engine_kind, sm.gap_linear)
+    console.print(
+        f"model {sm.name} {sm.version} ({sm.arch}, {sm.preprocess.image_size} px); "
+        f"engine {kind}" + (" (auto)" if engine_kind == "auto" else ""),
+        markup=False,
+        highlight=False,
+    )
+    engine = open_engine(kind, sm, all_class_maps=all_class_maps)
+    keys = [o.key for o in source.list(prefix)]
+    dest_prefix = results_prefix(night.isoformat(), run_id, prefixes.results)
+    with _progress(console) as progress:
+        task = progress.add_task("scoring", total=len(keys))
+        summary = score_keys(
+            source,
+            keys,
+            engine,
+            sm,
+            dest,
+            dest_prefix,
+            batch_size=batch_size,
+            all_class_maps=all_class_maps,
+            workers=workers or None,
+            total=len(keys),
+            progress=lambda done, _total: progress.update(task, completed=done),
+        )
+    low = sum(r.low_confidence for r in summary.rows)
+    console.print(
+        f"scored {len(summary.rows)} of {len(keys)} objects under {prefix} with {engine.name} "
+        f"in {summary.seconds:.1f} s ({summary.images_per_s:.1f} img/s); "
+        f"{low} low-confidence (< {sm.low_confidence_threshold:.2f}); "
+        f"{len(summary.failures)} not scorable",
+        markup=False,
+        highlight=False,
+    )
+    console.print(f"predictions.csv:   {dest.url_for(summary.predictions_csv_key)}")
+    console.print(f"predictions.jsonl: {dest.url_for(summary.predictions_jsonl_key)}")
+    console.print(f"heatmaps:          {dest.url_for(dest_prefix + '/heatmaps')}")
+    if summary.failures_key:
+        console.print(f"failures:          {dest.url_for(summary.failures_key)}")
+
+
+@app.command()
+def score(
+    input_url: Annotated[
+        str, typer.Option("--input", help="Store URL holding the exports to score.")
+    ] = "./scintiflow-data",
+    out: Annotated[
+        str | None, typer.Option("--out", help="Store URL for results/ (default: --input).")
+    ] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="champion | latest | a version id (looked up in --registry), or the URL of "
+            "a version folder: <store>/models/<name>/<version>."
+        ),
+    ] = "champion",
+    registry: Annotated[
+        str | None, typer.Option(help="Store URL of the model registry (default: --input).")
+    ] = None,
+    model_name: Annotated[str, typer.Option(help="Model name in the registry.")] = "thyroid",
+    engine: Annotated[str, typer.Option(help="auto | onnxruntime | torch | tensorrt.")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    all_class_maps: Annotated[
+        bool, typer.Option(help="Heatmaps for every class, not only the predicted one.")
+    ] = False,
+    night: NightOpt = None,
+    prefix: Annotated[
+        str | None, typer.Option(help="Key prefix to score (default: exports/<night>/).")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Run id (default: UTC time + random suffix).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Decode threads (0: settings).")] = 0,
+) -> None:
+    """Score a night's images with a registered model and write Grad-CAM heatmaps.
+
+    Outputs go to results/<night>/<run_id>/ under --out: predictions.csv, predictions.jsonl
+    and heatmaps/ (an overlay PNG and a 16-bit map PNG per image).
+    """
+    from scintiflow.domain import new_run_id
+    from scintiflow.engines import EngineError
+    from scintiflow.ingest import night_prefix
+    from scintiflow.registry import RegistryError
+    from scintiflow.settings import get_settings
+    from scintiflow.storage import StoreError
+
+    console = _console()
+    day = _parse_night(night)
+    registry_url, name, version = _score_model_ref(model, registry, input_url)
+    try:
+        _score_run(
+            console,
+            input_url=input_url,
+            out=out,
+            registry=registry_url,
+            model_name=name or model_name,
+            version=version,
+            engine_kind=engine,
+            batch_size=batch_size,
+            all_class_maps=all_class_maps,
+            prefix=prefix or night_prefix(day, get_settings().prefixes.exports),
+            run_id=run_id or new_run_id(),
+            night=day,
+            workers=workers,
+        )
+    except (EngineError, RegistryError, StoreError) as exc:
+        console.print(f"scintiflow score failed ({exc.reason}): {exc}", markup=False)
+        raise typer.Exit(code=1) from None
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TypeVar
 
-from scintiflow.dicom import DecodeError, decode_dicom
+from scintiflow.dicom import DecodeError, DicomHeader, decode_dicom
 from scintiflow.domain import ImageRecord, sha256_hex
 from scintiflow.storage import ObjectStore, StoreError
 
@@ -24,7 +24,13 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class DecodedObject:
-    """The outcome for one stored object: `record` when it decoded, else `reason`."""
+    """The outcome for one stored object: `record` when it decoded, else `reason`.
+
+    `header` is the non-PHI format summary of a file that failed to decode but was parsed far
+    enough to have one (modality, matrix, bits, ...), so the data checks can still describe
+    it; it is None for successful decodes (the record holds those facts) and for files that
+    are not DICOM at all or could not be read.
+    """
 
     key: str
     size: int
@@ -32,6 +38,7 @@ class DecodedObject:
     record: ImageRecord | None
     reason: str | None = None
     message: str | None = None
+    header: DicomHeader | None = None
 
     @property
     def ok(self) -> bool:
@@ -63,7 +70,9 @@ def decode_object(
             data, preferred_view=preferred_view, patient_hash_key=patient_hash_key
         )
     except DecodeError as exc:
-        return DecodedObject(key, len(data), digest, None, str(exc.reason), exc.message)
+        return DecodedObject(
+            key, len(data), digest, None, str(exc.reason), exc.message, header=exc.header
+        )
     return DecodedObject(key, len(data), digest, record)
 
 
