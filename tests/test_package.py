@@ -112,3 +112,13 @@ def test_readme_documents_every_decode_reason_code() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [r.value for r in DecodeReason if f"`{r.value}`" not in readme]
     assert missing == []
+
+
+def test_readme_documents_every_check_reason_code() -> None:
+    from pathlib import Path
+
+    from scintiflow.checks import REASONS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [code for code in REASONS if f"`{code}`" not in readme]
+    assert missing == []

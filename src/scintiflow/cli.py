@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.console import Console
     from rich.progress import Progress
 
@@ -275,10 +277,15 @@ def demo(
     night: NightOpt = "2026-11-27",
     seed: int = 7,
 ) -> None:
-    """Run the main job on embedded defaults: simulate a night with faults, then decode it."""
+    """Run the main job on embedded defaults: simulate a night with faults, decode and check it,
+    train and register a small model, then score the accepted files with heatmaps."""
+    from scintiflow.domain import new_run_id
+    from scintiflow.study import DEMO_STUDY, simulate_study_data, simulated_reader_reads
+
     console = _console()
     store = _open(out)
     day = _parse_night(night)
+    console.rule("1. simulate a night of exports")
     summary = _simulate(
         store,
         console,
@@ -291,11 +298,53 @@ def demo(
         phi_sentinel=False,
     )
     prefix = summary.exports_prefix.rstrip("/") + "/"
+    console.rule("2. decode and list")
     results = _decode_listing(store, prefix, console)
     _print_listing(results, console, prefix=prefix, limit=len(results))
-    console.print(f"\nexports: {store.url_for(summary.exports_prefix.rstrip('/'))}")
+    console.rule("3. data checks")
+    checked = _check_run(store, store, console, night=day)
+    _check_print(checked, console)
+    console.rule("4. train, evaluate and register a small model (demo scale)")
+    data = simulate_study_data(DEMO_STUDY["scale"], seed=0)
+    _train_run(
+        console,
+        data,
+        out,
+        archs=",".join(DEMO_STUDY["archs"]),
+        folds=DEMO_STUDY["folds"],
+        epochs=DEMO_STUDY["epochs"],
+        image_size=DEMO_STUDY["image_size"],
+        batch_size=32,
+        weights="none",
+        device="auto",
+        seed=0,
+        name="thyroid",
+        floor=0.85,
+        reads=simulated_reader_reads(data, 0),
+    )
+    console.rule("5. score the accepted files (latest version) with heatmaps")
+    _score_run(
+        console,
+        input_url=out,
+        out=None,
+        registry=out,
+        model_name="thyroid",
+        version="latest",
+        engine_kind="auto",
+        batch_size=16,
+        all_class_maps=False,
+        prefix=prefix,
+        run_id=new_run_id(),
+        night=day,
+        workers=0,
+        keys=checked.accepted,
+    )
+    console.rule("where everything is")
+    console.print(f"exports: {store.url_for(summary.exports_prefix.rstrip('/'))}")
     console.print(f"labels:  {store.url_for(summary.labels_key)}")
     console.print(f"faults:  {store.url_for(summary.faults_key)}")
+    console.print(f"checks:  {checked.checks_url}")
+    console.print(f"models:  {store.url_for('models/thyroid')}")
 
 
 def _not_yet(verb: str, issue: str) -> None:
@@ -639,8 +688,12 @@ def _score_run(
     run_id: str,
     night: date,
     workers: int,
+    keys: Sequence[str] | None = None,
 ) -> None:
-    """Load the version, pick the engine (logged), stream the keys, print where it all went."""
+    """Load the version, pick the engine (logged), stream the keys, print where it all went.
+
+    `keys` defaults to every object under `prefix`; the demo passes the checks' accepted keys.
+    """
     from scintiflow.engines import load_scoring_model, open_engine, select_engine
     from scintiflow.score import results_prefix, score_keys
     from scintiflow.settings import get_settings
@@ -657,7 +710,7 @@ def _score_run(
         highlight=False,
     )
     engine = open_engine(kind, sm, all_class_maps=all_class_maps)
-    keys = [o.key for o in source.list(prefix)]
+    keys = list(keys) if keys is not None else [o.key for o in source.list(prefix)]
     dest_prefix = results_prefix(night.isoformat(), run_id, prefixes.results)
     with _progress(console) as progress:
         task = progress.add_task("scoring", total=len(keys))
