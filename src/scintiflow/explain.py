@@ -31,6 +31,16 @@ _HEAT_STOPS = np.array(
         [1.00, 0.85, 0.05, 0.05],
     ]
 )
+# The colour map sampled at 1024 levels: a table lookup is ~20x faster than interpolating
+# every pixel, and 1024 levels are finer than the 8-bit overlay can show.
+_HEAT_LEVELS = 1024
+_HEAT_LUT = np.stack(
+    [
+        np.interp(np.linspace(0.0, 1.0, _HEAT_LEVELS), _HEAT_STOPS[:, 0], _HEAT_STOPS[:, c])
+        for c in (1, 2, 3)
+    ],
+    axis=-1,
+).astype(np.float32)  # (levels, 3)
 OVERLAY_ALPHA = 0.5
 PNG_COMPRESS_LEVEL = 3  # zlib level: most of level 9's size at a fraction of its time
 
@@ -109,10 +119,8 @@ def heatmaps(
 
 def colour_heat(heat: np.ndarray) -> np.ndarray:
     """Map in [0, 1] (rows, cols) -> (rows, cols, 3) float32 RGB in [0, 1]."""
-    x = np.clip(heat, 0.0, 1.0)
-    return np.stack(
-        [np.interp(x, _HEAT_STOPS[:, 0], _HEAT_STOPS[:, c]) for c in (1, 2, 3)], axis=-1
-    ).astype(np.float32)
+    index = np.rint(np.clip(heat, 0.0, 1.0) * (_HEAT_LEVELS - 1)).astype(np.intp)
+    return _HEAT_LUT[index]
 
 
 def scan_grey(pixels: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:
