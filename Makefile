@@ -8,8 +8,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONSTRAINTS := requirements/constraints.txt
-# Debian packages the tests need (none yet; later: chromium, dicom3tools, kubernetes-client).
-APT_PACKAGES ?=
+# Debian packages the tests need: a headless browser for the report, a DICOM validator.
+APT_PACKAGES ?= chromium dicom3tools
 DEMO_OUT ?= ./scintiflow-demo
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
