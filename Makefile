@@ -10,10 +10,11 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := requirements/constraints.txt
 # Debian packages the tests need: a headless browser for the report, a DICOM validator.
 APT_PACKAGES ?= chromium dicom3tools
-DEMO_OUT ?= ./scintiflow-demo
+DEMO_OUT ?= ./var
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
 .PHONY: help setup apt test lint typecheck pytest demo lock montage clean
 

@@ -84,14 +84,6 @@ def test_simulate_rejects_unknown_site(tmp_path: Path) -> None:
     assert "unknown site" in result.output
 
 
-def test_demo_prints_where_results_are(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    text = _invoke("demo", "--out", str(out), "--n", "8")
-    assert f"exports: {(out / 'exports' / '2026-11-27').resolve().as_uri()}" in text
-    assert "outcomes:" in text
-    assert any((out / "exports" / "2026-11-27").rglob("*.dcm"))
-
-
 def test_montage_writes_a_png(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -101,10 +93,3 @@ def test_montage_writes_a_png(tmp_path: Path) -> None:
         assert img.format == "PNG"
         assert img.width > 100
         assert img.height > 100
-
-
-@pytest.mark.parametrize("verb", ["nightly", "retrain", "report"])
-def test_later_verbs_say_not_yet_available(verb: str) -> None:
-    result = runner.invoke(app, [verb])
-    assert result.exit_code == 2
-    assert "not yet available" in result.output

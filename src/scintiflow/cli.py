@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -268,83 +268,6 @@ def montage(
     out.parent.mkdir(parents=True, exist_ok=True)
     render_montage(per_class=per_class, seed=seed).save(out, optimize=True)
     _console().print(f"montage: {out.resolve()}")
-
-
-@app.command()
-def demo(
-    out: OutUrl = "./scintiflow-demo",
-    n: Annotated[int, typer.Option("--n", min=1)] = 24,
-    night: NightOpt = "2026-11-27",
-    seed: int = 7,
-) -> None:
-    """Run the main job on embedded defaults: simulate a night with faults, decode and check it,
-    train and register a small model, then score the accepted files with heatmaps."""
-    from scintiflow.domain import new_run_id
-    from scintiflow.study import DEMO_STUDY, simulate_study_data, simulated_reader_reads
-
-    console = _console()
-    store = _open(out)
-    day = _parse_night(night)
-    console.rule("1. simulate a night of exports")
-    summary = _simulate(
-        store,
-        console,
-        night=day,
-        n=n,
-        sites=["A", "B", "C"],
-        seed=seed,
-        bad_fraction=0.2,
-        difficulty=0.5,
-        phi_sentinel=False,
-    )
-    prefix = summary.exports_prefix.rstrip("/") + "/"
-    console.rule("2. decode and list")
-    results = _decode_listing(store, prefix, console)
-    _print_listing(results, console, prefix=prefix, limit=len(results))
-    console.rule("3. data checks")
-    checked = _check_run(store, store, console, night=day)
-    _check_print(checked, console)
-    console.rule("4. train, evaluate and register a small model (demo scale)")
-    data = simulate_study_data(DEMO_STUDY["scale"], seed=0)
-    _train_run(
-        console,
-        data,
-        out,
-        archs=",".join(DEMO_STUDY["archs"]),
-        folds=DEMO_STUDY["folds"],
-        epochs=DEMO_STUDY["epochs"],
-        image_size=DEMO_STUDY["image_size"],
-        batch_size=32,
-        weights="none",
-        device="auto",
-        seed=0,
-        name="thyroid",
-        floor=0.85,
-        reads=simulated_reader_reads(data, 0),
-    )
-    console.rule("5. score the accepted files (latest version) with heatmaps")
-    _score_run(
-        console,
-        input_url=out,
-        out=None,
-        registry=out,
-        model_name="thyroid",
-        version="latest",
-        engine_kind="auto",
-        batch_size=16,
-        all_class_maps=False,
-        prefix=prefix,
-        run_id=new_run_id(),
-        night=day,
-        workers=0,
-        keys=checked.accepted,
-    )
-    console.rule("where everything is")
-    console.print(f"exports: {store.url_for(summary.exports_prefix.rstrip('/'))}")
-    console.print(f"labels:  {store.url_for(summary.labels_key)}")
-    console.print(f"faults:  {store.url_for(summary.faults_key)}")
-    console.print(f"checks:  {checked.checks_url}")
-    console.print(f"models:  {store.url_for('models/thyroid')}")
 
 
 def _not_yet(verb: str, issue: str) -> None:
@@ -812,22 +735,505 @@ def score(
         raise typer.Exit(code=1) from None
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def nightly() -> None:
-    """Run the nightly flow: ingest, check, score, publish. [not yet available]"""
-    _not_yet("nightly", "[F5]")
+def _nightly_print(summary: dict[str, Any], dest: ObjectStore, console: Console) -> None:
+    """The run's counts and where its outputs went."""
+    from scintiflow.publish import latest_key
+
+    console.print(
+        f"night {summary['night']} run {summary['run_id']}: {summary['inputs']} inputs = "
+        f"{summary['scored']} scored + {summary['quarantined']} quarantined "
+        f"({summary['new']} new, {summary['carried_forward']} carried forward from earlier runs); "
+        f"{summary['low_confidence_new']} new low-confidence",
+        markup=False,
+        highlight=False,
+    )
+    console.print(
+        f"model {summary['model_version']}, engine {summary['engine']}",
+        markup=False,
+        highlight=False,
+    )
+    if summary["model_note"]:
+        console.print(f"[yellow]note:[/yellow] {summary['model_note']}")
+    if summary["drift"] is not None:
+        feats = ", ".join(summary["drift"]["features"]) or "none"
+        console.print(f"drift: {summary['drift']['status']} (features flagged: {feats})")
+    if summary["manifest"] is None:
+        console.print(
+            f"[yellow]no manifest:[/yellow] run {summary['superseded_by']} published the same "
+            "inputs first (concurrent run)"
+        )
+        return
+    console.print(f"manifest:    {dest.url_for(summary['manifest'])}")
+    console.print(f"latest.json: {dest.url_for(latest_key(summary['night']))}")
+    if summary["new"]:
+        console.print(f"run folder:  {dest.url_for(summary['run_prefix'])}")
+    if summary["report"]:
+        console.print(f"report:      {dest.url_for(summary['report'])}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def retrain() -> None:
-    """Run the retraining flow: CV, evaluation, registry, promotion gate. [not yet available]"""
-    _not_yet("retrain", "[F5]")
+@app.command()
+def nightly(
+    source: Annotated[
+        str, typer.Option("--source", help="Store URL holding exports/<night>/.")
+    ] = "./scintiflow-data",
+    dest: Annotated[
+        str | None, typer.Option("--dest", help="Store URL for results (default: --source).")
+    ] = None,
+    night: NightOpt = None,
+    model: Annotated[
+        str,
+        typer.Option(help="champion | latest | champion-or-latest | a version id."),
+    ] = "champion",
+    registry: Annotated[
+        str | None, typer.Option(help="Store URL of the model registry (default: --dest).")
+    ] = None,
+    model_name: Annotated[str, typer.Option(help="Model name in the registry.")] = "thyroid",
+    engine: Annotated[str, typer.Option(help="auto | onnxruntime | torch | tensorrt.")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per engine call.")] = 32,
+    shard_size: Annotated[int, typer.Option(min=1, help="Inputs per task run.")] = 256,
+) -> None:
+    """Run the nightly flow locally (ephemeral Prefect): ledger, checks, scoring, publish.
+
+    Only inputs not yet in the ledger for this model version are processed; the manifest
+    covers the whole night. Exits 1 when the run failed.
+    """
+    from flows.nightly import nightly as nightly_flow
+
+    console = _console()
+    day = _parse_night(night).isoformat()
+    state = nightly_flow(
+        night=day,
+        source=source,
+        dest=dest,
+        model=model,
+        engine=engine,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        registry=registry,
+        model_name=model_name,
+        return_state=True,
+    )
+    if not state.is_completed():
+        console.print(f"[red]scintiflow nightly failed:[/red] {state.message}", markup=True)
+        raise typer.Exit(code=1)
+    _nightly_print(state.result(), _open(dest or source), console)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def report() -> None:
-    """Render the clinician report of a finished run. [not yet available]"""
-    _not_yet("report", "[F6]")
+def _retrain_print(result: dict[str, Any], console: Console) -> None:
+    """The comparison table, the registered version and the gate's decision."""
+    console.print(result["table"], markup=False, highlight=False)
+    d = result["decision"]
+    verdict = "promoted to champion" if d["promote"] else "not promoted"
+    console.print(f"registered: {result['version']} (best arch {result['best_arch']})")
+    console.print(f"gate: {verdict} ({d['reason']})", markup=False)
+    console.print(f"report: {result['report']}")
+    console.print(f"took {result['seconds']:.0f} s")
+
+
+@app.command()
+def retrain(
+    data: Annotated[str, typer.Option(help="Store URL holding the labelled exports.")],
+    labels: Annotated[str, typer.Option(help="URL of the labels CSV.")],
+    registry: Annotated[
+        str | None, typer.Option(help="Store URL of the model registry (default: --data).")
+    ] = None,
+    external_data: Annotated[str | None, typer.Option(help="External-site exports.")] = None,
+    external_labels: Annotated[str | None, typer.Option(help="External labels CSV.")] = None,
+    readers: Annotated[str | None, typer.Option(help="readers.csv URL.")] = None,
+    archs: Annotated[str, typer.Option(help="'all' or e.g. resnet34,alexnet.")] = "all",
+    folds: Annotated[int, typer.Option(min=0)] = 5,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    image_size: Annotated[int, typer.Option(min=32)] = 224,
+    batch_size: Annotated[int, typer.Option(min=2)] = 32,
+    weights: Annotated[str, typer.Option(help="none | imagenet | state dict key/URL.")] = "none",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    seed: int = 0,
+    name: Annotated[str, typer.Option(help="Model name in the registry.")] = "thyroid",
+    floor: Annotated[float, typer.Option(help="Promotion gate accuracy floor.")] = 0.85,
+) -> None:
+    """Run the retrain flow locally (ephemeral Prefect): one task run per (arch, fold) fit,
+    then final fits, registration and the promotion gate."""
+    from flows.retrain import retrain as retrain_flow
+
+    console = _console()
+    if (external_data is None) != (external_labels is None):
+        raise typer.BadParameter("--external-data and --external-labels go together")
+    state = retrain_flow(
+        data=data,
+        labels=labels,
+        external_data=external_data,
+        external_labels=external_labels,
+        readers=readers,
+        archs=_train_archs(archs),
+        folds=folds,
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        weights=weights,
+        registry=registry,
+        model_name=name,
+        floor=floor,
+        seed=seed,
+        device=device,
+        return_state=True,
+    )
+    if not state.is_completed():
+        console.print(f"[red]scintiflow retrain failed:[/red] {state.message}")
+        raise typer.Exit(code=1)
+    _retrain_print(state.result(), console)
+
+
+def _drift_print(report: dict[str, Any], console: Console, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("feature", "PSI", "KS", "flagged"):
+        table.add_column(col)
+    for name, f in sorted(report["features"].items()):
+        table.add_row(
+            name,
+            "-" if f.get("psi") is None else f"{f['psi']:.3f}",
+            "-" if f.get("ks") is None else f"{f['ks']:.3f}",
+            "[red]drift[/red]" if f.get("drift") else "ok",
+        )
+    console.print(table)
+    t = report["thresholds"]
+    console.print(
+        f"status {report['status']} over {report['n_images']} images "
+        f"({report['n_predictions']} predictions); thresholds: PSI > {t['psi_drift']}, "
+        f"KS > {t['ks_drift']}, at least {t['min_images']} images",
+        markup=False,
+    )
+
+
+@app.command()
+def drift(
+    input_url: Annotated[
+        str, typer.Option("--input", help="Store URL holding exports/ and results/.")
+    ] = "./scintiflow-data",
+    night: NightOpt = None,
+    model: Annotated[str, typer.Option(help="champion | latest | a version id.")] = "champion",
+    registry: Annotated[
+        str | None, typer.Option(help="Store URL of the model registry (default: --input).")
+    ] = None,
+    model_name: Annotated[str, typer.Option(help="Model name in the registry.")] = "thyroid",
+) -> None:
+    """Drift view: the night's scored inputs and predictions (its latest complete manifest)
+    against the model version's training reference (PSI / KS, thresholds in DriftThresholds)."""
+    from scintiflow.nightly import ModelRef, drift_check, resolve_model
+    from scintiflow.publish import night_rows, read_latest
+    from scintiflow.registry import RegistryError
+    from scintiflow.storage import StoreError
+
+    console = _console()
+    day = _parse_night(night).isoformat()
+    store = _open(input_url)
+    try:
+        manifest = read_latest(store, day)
+        ref: ModelRef = resolve_model(registry or input_url, model_name, model, "onnxruntime")
+    except (StoreError, RegistryError) as exc:
+        console.print(f"scintiflow drift: {exc}", markup=False)
+        raise typer.Exit(code=1) from None
+    rows = night_rows(store, manifest)
+    hashes = {i["key"]: i["sha256"] for i in manifest["inputs"]}
+    report = drift_check(
+        store, ref, [r["key"] for r in rows], hashes, [r["predicted_label"] for r in rows]
+    )
+    _drift_print(report, console, f"drift, night {day}, vs {ref.version} training reference")
+
+
+def _demo_story_nights(day: date) -> tuple[date, date]:
+    """The training and external-site export nights of the demo (a month before tonight)."""
+    from datetime import timedelta
+
+    return day - timedelta(days=30), day - timedelta(days=29)
+
+
+def _demo_where(store: ObjectStore, night: str, console: Console) -> None:
+    """Where the night's report, predictions, heatmaps, data docs and manifests are."""
+    from scintiflow.publish import complete_manifests, latest_key, read_latest
+    from scintiflow.settings import get_settings
+
+    prefixes = get_settings().prefixes
+    latest = read_latest(store, night)
+    runs = [m for m in complete_manifests(store, night) if m["counts"]["new"]]
+    console.print(f"latest.json: {store.url_for(latest_key(night))}")
+    console.print(f"manifest:    {store.url_for(latest['run_id'] and _demo_manifest_key(latest))}")
+    console.print(
+        f"  covers {latest['counts']['inputs']} inputs: {latest['counts']['scored']} scored, "
+        f"{latest['counts']['quarantined']} quarantined; model {latest['model']['version']} "
+        f"({latest['model']['selector']})",
+        markup=False,
+    )
+    if latest["model"].get("note"):
+        console.print(f"  note: {latest['model']['note']}", markup=False)
+    for m in runs:
+        console.print(f"run {m['run_id']} ({m['counts']['new']} new inputs):", markup=False)
+        if m.get("report"):
+            console.print(f"  report:      {store.url_for(m['report'])}")
+        else:
+            console.print("  report:      (the clinician report arrives with [F6])")
+        console.print(f"  predictions: {store.url_for(m['predictions']['csv'])}")
+        console.print(f"  heatmaps:    {store.url_for(_demo_run_prefix(m) + '/heatmaps')}")
+        if m.get("checks"):
+            console.print(f"  data docs:   {store.url_for(m['checks']['docs'])}")
+    console.print(f"quarantine:  {store.url_for(f'{prefixes.quarantine}/{night}')}")
+    console.print(f"ledger:      {store.url_for(f'{prefixes.state}/ledger')}")
+
+
+def _demo_run_prefix(manifest: dict[str, Any]) -> str:
+    from scintiflow.publish import run_prefix
+    from scintiflow.settings import get_settings
+
+    return run_prefix(manifest["night"], manifest["run_id"], get_settings().prefixes.results)
+
+
+def _demo_manifest_key(manifest: dict[str, Any]) -> str:
+    return _demo_run_prefix(manifest) + "/manifest.json"
+
+
+def _demo_nightly(out: str, night: str, console: Console) -> dict[str, Any]:
+    """One nightly flow run; champion-or-latest, since the demo model is below the floor."""
+    from flows.nightly import nightly as nightly_flow
+
+    state = nightly_flow(
+        night=night,
+        source=out,
+        model="champion-or-latest",
+        batch_size=16,
+        shard_size=64,
+        return_state=True,
+    )
+    if not state.is_completed():
+        console.print(f"[red]nightly failed:[/red] {state.message}")
+        raise typer.Exit(code=1)
+    result: dict[str, Any] = state.result()
+    _nightly_print(result, _open(out), console)
+    return result
+
+
+def _demo_late_exports(store: ObjectStore, night: date, n: int, seed: int) -> int:
+    """Late-arriving exports for tonight (no labels file is rewritten)."""
+    from scintiflow.phantom import generate_night
+    from scintiflow.settings import get_settings
+
+    prefix = f"{get_settings().prefixes.exports}/{night.isoformat()}"
+    count = 0
+    for f in generate_night(n, night=night, sites=("B",), seed=seed):
+        store.put(f"{prefix}/{f.relative_key}", f.data)
+        count += 1
+    return count
+
+
+@app.command()
+def demo(
+    out: OutUrl = "./var",
+    n: Annotated[int, typer.Option("--n", min=1, help="Good images tonight.")] = 24,
+    night: NightOpt = "2026-11-27",
+    seed: int = 7,
+    train_images: Annotated[int, typer.Option(min=24, help="Labelled training images.")] = 120,
+    epochs: Annotated[int, typer.Option(min=1)] = 6,
+) -> None:
+    """The whole story on embedded defaults (local folder store, ephemeral Prefect): simulate
+    a labelled training set and a shifted external site, retrain a small ResNet-34, simulate
+    tonight's exports with broken files, run nightly, add late exports, run nightly again,
+    and print where the report, predictions, heatmaps, data docs and manifest are."""
+    import time
+
+    from flows.retrain import retrain as retrain_flow
+
+    started = time.perf_counter()
+    console = _console()
+    store = _open(out)
+    day = _parse_night(night)
+    train_day, ext_day = _demo_story_nights(day)
+    console.rule("1. simulate a labelled training set (sites A, B) and an external site (C)")
+    train = _simulate(
+        store,
+        console,
+        night=train_day,
+        n=train_images,
+        sites=["A", "B"],
+        seed=seed,
+        bad_fraction=0.0,
+        difficulty=0.3,
+        phi_sentinel=False,
+    )
+    ext = _simulate(
+        store,
+        console,
+        night=ext_day,
+        n=max(12, train_images // 3),
+        sites=["C"],
+        seed=seed + 1,
+        bad_fraction=0.0,
+        difficulty=0.3,
+        phi_sentinel=False,
+    )
+    console.print(f"training labels: {store.url_for(train.labels_key)} ({train.images} images)")
+    console.print(
+        f"external labels: {store.url_for(ext.labels_key)} ({ext.images} images, "
+        "site C: 256 px matrix, another camera and tracer)"
+    )
+    console.rule("2. retrain flow: a small ResNet-34 (64 px, 2 folds), registry, gate")
+    state = retrain_flow(
+        data=out,
+        labels=store.url_for(train.labels_key),
+        external_data=out,
+        external_labels=store.url_for(ext.labels_key),
+        archs=["resnet34"],
+        folds=2,
+        epochs=epochs,
+        image_size=64,
+        n_boot=200,
+        seed=0,
+        return_state=True,
+    )
+    if not state.is_completed():
+        console.print(f"[red]retrain failed:[/red] {state.message}")
+        raise typer.Exit(code=1)
+    _retrain_print(state.result(), console)
+    console.rule("3. simulate tonight's exports, including broken files")
+    tonight = _simulate(
+        store,
+        console,
+        night=day,
+        n=n,
+        sites=["A", "B", "C"],
+        seed=seed + 2,
+        bad_fraction=0.2,
+        difficulty=0.5,
+        phi_sentinel=False,
+    )
+    console.print(f"wrote {tonight.images} images and {tonight.faults} broken or foreign files")
+    console.rule("4. nightly flow")
+    _demo_nightly(out, day.isoformat(), console)
+    console.rule("5. late exports arrive; nightly again (only the new files are processed)")
+    late = _demo_late_exports(store, day, 4, seed + 3)
+    console.print(f"wrote {late} late exports")
+    _demo_nightly(out, day.isoformat(), console)
+    console.rule("where everything is")
+    _demo_where(store, day.isoformat(), console)
+    console.print(f"models:      {store.url_for('models/thyroid')}")
+    console.print(f"exports:     {store.url_for(tonight.exports_prefix.rstrip('/'))}")
+    console.print(
+        "Prefect UI: `prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
+        " and run `scintiflow demo` (or nightly/retrain) again to watch the flow runs."
+    )
+    console.print(f"demo took {time.perf_counter() - started:.0f} s")
+
+
+def _report_run_ref(run: str) -> tuple[str, str]:
+    """(store URL, run prefix) from a run folder URL `<store>/<results prefix>/<night>/<run_id>`."""
+    from scintiflow.settings import get_settings
+
+    results = get_settings().prefixes.results.strip("/")
+    base, _, run_id = run.rstrip("/").rpartition("/")
+    base, _, night = base.rpartition("/")
+    hint = f"a run URL must end in /{results}/<YYYY-MM-DD>/<run_id>"
+    if base == results:
+        store_url = "."
+    elif results and base.endswith("/" + results):
+        store_url = base[: -len(results) - 1] or "/"
+    else:
+        raise typer.BadParameter(hint, param_hint="--run")
+    try:
+        date.fromisoformat(night)
+    except ValueError:
+        raise typer.BadParameter(hint, param_hint="--run") from None
+    if not run_id:
+        raise typer.BadParameter(hint, param_hint="--run")
+    return store_url, f"{results}/{night}/{run_id}"
+
+
+def _report_screenshot(store: ObjectStore, html_key: str, out: Path, browser: str) -> None:
+    """Save a PNG screenshot of the rendered page (it holds identifiers: a local file only)."""
+    import tempfile
+
+    from scintiflow.report import screenshot
+
+    with tempfile.TemporaryDirectory(prefix="scintiflow-shot-") as tmp:
+        page = Path(tmp) / "report.html"
+        page.write_bytes(store.get(html_key))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        screenshot(page, out, browser=browser)
+
+
+@app.command()
+def report(
+    run: Annotated[
+        str,
+        typer.Option(
+            "--run", help="URL of a finished run folder: <store>/results/<night>/<run_id>."
+        ),
+    ],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Store URL holding the original exports (default: the manifest's, else the "
+            "run's store)."
+        ),
+    ] = None,
+    pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="Print report.pdf.")] = True,
+    sc: Annotated[
+        bool, typer.Option("--sc/--no-sc", help="Write the DICOM Secondary Captures.")
+    ] = True,
+    browser: Annotated[
+        str, typer.Option(help="Headless Chromium used for the PDF and screenshots.")
+    ] = "/usr/bin/chromium",
+    screenshot: Annotated[
+        Path | None,
+        typer.Option("--screenshot", help="Also save a PNG screenshot of the report here."),
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="Model name for the header (default: the manifest's).")
+    ] = None,
+) -> None:
+    """Re-render the clinician report of a finished run from its files (manifest when present):
+    report.html, report.pdf and the heatmaps as DICOM Secondary Capture objects (sc/)."""
+    from scintiflow.report import ReportError, build_report_input, render_report
+    from scintiflow.storage import StoreError
+
+    console = _console()
+    store_url, prefix = _report_run_ref(run)
+    store = _open(store_url)
+    try:
+        inp = build_report_input(store, prefix, model_name=model_name)
+        out = render_report(
+            store,
+            inp,
+            source=_open(source) if source else None,
+            browser=browser if pdf else None,
+            secondary_capture=sc,
+        )
+        if screenshot is not None:
+            _report_screenshot(store, out.html_key, screenshot, browser)
+    except (ReportError, StoreError) as exc:
+        console.print(f"scintiflow report failed ({exc.reason}): {exc}", markup=False)
+        raise typer.Exit(code=1) from None
+    console.print(
+        f"report of night {inp.night}, run {inp.run_id}: {out.studies} studies, "
+        f"{inp.quarantined} quarantined",
+        markup=False,
+        highlight=False,
+    )
+    for code, n in sorted(out.problems.items()):
+        console.print(f"  {n} studies: {code}", markup=False, highlight=False)
+    console.print(f"report.html: {store.url_for(out.html_key)}", markup=False)
+    if out.pdf_key:
+        console.print(f"report.pdf:  {store.url_for(out.pdf_key)}", markup=False)
+    if out.sc_keys:
+        sc_folder = f"{prefix}/sc"
+        console.print(
+            f"sc/:         {store.url_for(sc_folder)} ({len(out.sc_keys)} DICOM SC)", markup=False
+        )
+    if screenshot is not None:
+        console.print(f"screenshot:  {screenshot.resolve()}", markup=False)
+    if out.pdf_error:
+        console.print(
+            f"report.pdf not written ({out.pdf_error}); report.html is complete", markup=False
+        )
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":  # pragma: no cover
