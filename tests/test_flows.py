@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -223,6 +224,20 @@ def test_rerun_is_idempotent_and_late_exports_carry_forward(
     rows = night_rows(store, m3)
     assert len(rows) == len({r["key"] for r in rows}) == m3["counts"]["scored"]
     assert {ref["run_id"] for ref in m3["carried_forward"]} == {first["run_id"]}
+    # ... and so does its report: one worklist row per scored input of the night, the earlier
+    # run's rows badged, their SC objects left where the first run wrote them
+    page = store.get(m3["report"]).decode()
+    row_keys = re.findall(r"<tr [^>]*data-key=\"([^\"]+)\"", page)
+    assert sorted(row_keys) == sorted(r["key"] for r in rows)
+    carried_scored = sum(
+        1 for i in m3["inputs"] if i["status"] == "scored" and i["run_id"] == first["run_id"]
+    )
+    assert page.count('class="badge b-earlier"') == carried_scored
+    new_sc = list(store.list(f"{late['run_prefix']}/sc/"))
+    assert len(new_sc) == m3["counts"]["scored_new"]
+    assert re.search(
+        rf'id="count-quarantined">\s*<div class="n">{m3["counts"]["quarantined"]}<', page
+    )
 
 
 def test_crash_before_manifest_then_rerun_completes_without_duplicates(

@@ -972,7 +972,7 @@ def _demo_where(store: ObjectStore, night: str, console: Console) -> None:
         if m.get("report"):
             console.print(f"  report:      {store.url_for(m['report'])}")
         else:
-            console.print("  report:      (the clinician report arrives with [F6])")
+            console.print("  report:      (not rendered; see the run's log)")
         console.print(f"  predictions: {store.url_for(m['predictions']['csv'])}")
         console.print(f"  heatmaps:    {store.url_for(_demo_run_prefix(m) + '/heatmaps')}")
         if m.get("checks"):

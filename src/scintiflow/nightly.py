@@ -566,13 +566,13 @@ def run_night(
 
 
 def report_renderer() -> Any:
-    """The clinician report's renderer when [F6]'s `scintiflow.report` provides one.
+    """The publish step's report hook: `scintiflow.report.render_run_report`.
 
-    The hook `publish_run` calls: `render_run_report(store, run_prefix, manifest_draft)`
-    writes `report.html` into the run folder and returns its key. None while absent.
+    `publish_run` calls `render_run_report(store, run_prefix, manifest_draft)`, which writes
+    `report.html`, `report.pdf` and the DICOM Secondary Captures into the run folder and
+    returns the HTML's key. Imported here, lazily: Jinja2 and highdicom load only when a run
+    publishes.
     """
-    try:
-        from scintiflow import report  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return getattr(report, "render_run_report", None)
+    from scintiflow.report import render_run_report
+
+    return render_run_report

@@ -2,7 +2,7 @@
 
     results/<night>/<run_id>/predictions.csv|jsonl   this run's scored rows
     results/<night>/<run_id>/quarantined.jsonl       this run's quarantined inputs (codes, where)
-    results/<night>/<run_id>/heatmaps/, checks/, report.html (when [F6]'s report is present)
+    results/<night>/<run_id>/heatmaps/, checks/, report.html/.pdf, sc/ (the report hook)
     results/<night>/<run_id>/manifest.json           written LAST, with if_absent
     results/<night>/claims/<input set sha256>.json   one claim per distinct set of new inputs
     results/<night>/latest.json                      the newest complete run of the night

@@ -122,6 +122,9 @@ class ReportInput:
     classes: tuple[str, ...] = CLASSES
     inputs: int | None = None
     carried_forward: int = 0  # inputs of the night already published by an earlier run
+    # Earlier runs' rows of the same night (a late-exports run reports the whole night); each
+    # carries `reported_in` (the earlier run id). Their SC objects stay where they were written.
+    carried_rows: tuple[dict[str, Any], ...] = ()
     quarantined: int = 0
     quarantine: dict[str, int] = field(default_factory=dict)
     warnings: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -243,6 +246,9 @@ def build_report_input(
     quarantined = {str(k): list(v) for k, v in dict(checks.get("quarantined", {})).items()}
     for item in published_quarantine:  # the publish step's list also holds scoring failures
         quarantined.setdefault(str(item.get("key")), list(item.get("codes") or ["unknown"]))
+    carried_rows, carried_quarantined = _carried_forward(store, manifest, run_id)
+    for key, file_codes in carried_quarantined.items():
+        quarantined.setdefault(key, file_codes)
     quarantine: Counter[str] = Counter()
     for file_codes in quarantined.values():
         rejects = [c for c in file_codes if _severity(c, explained) == "reject"] or file_codes
@@ -265,8 +271,10 @@ def build_report_input(
         links["quarantined.jsonl"] = f"{prefix}/{QUARANTINED_JSONL}"
     first = rows[0] if rows else {}
     manifest_drift = _manifest_field(manifest, "drift")
-    inputs = checks.get("inputs")
     counts = manifest.get("counts") if isinstance(manifest.get("counts"), Mapping) else {}
+    inputs = counts.get("inputs") if counts else None
+    if not isinstance(inputs, int):
+        inputs = checks.get("inputs")
     carried = counts.get("carried_forward") if counts else None
     threshold = low_confidence_threshold
     if threshold is None:
@@ -283,6 +291,7 @@ def build_report_input(
         rows=tuple(rows),
         inputs=int(inputs) if isinstance(inputs, int) else None,
         carried_forward=int(carried) if isinstance(carried, int) else 0,
+        carried_rows=tuple(carried_rows),
         quarantined=len(quarantined),
         quarantine=dict(sorted(quarantine.items(), key=lambda kv: (-kv[1], kv[0]))),
         warnings=warnings,
@@ -293,6 +302,40 @@ def build_report_input(
         source_url=source_url or _manifest_field(manifest, "source_url", "source"),
         low_confidence_threshold=float(threshold) if threshold is not None else None,
     )
+
+
+def _carried_forward(
+    store: ObjectStore, manifest: Mapping[str, Any], run_id: str
+) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Earlier runs' prediction rows and quarantined inputs of the night, by reference.
+
+    The manifest's `inputs` say which run holds each input's result; its `carried_forward`
+    refs name those runs' manifests, whose predictions tables are read for the carried keys.
+    """
+    raw = manifest.get("inputs")
+    inputs: list[Any] = raw if isinstance(raw, list) else []
+    quarantined = {
+        str(i["key"]): [str(c) for c in i.get("codes") or ["unknown"]]
+        for i in inputs
+        if isinstance(i, Mapping)
+        and i.get("status") == "quarantined"
+        and str(i.get("run_id")) != run_id
+    }
+    rows: list[dict[str, Any]] = []
+    for ref in manifest.get("carried_forward") or []:
+        if not isinstance(ref, Mapping):
+            continue
+        keys = {str(k) for k in ref.get("keys") or []}
+        earlier = _read_json(store, str(ref.get("manifest")))
+        if earlier is None:
+            raise ReportError("a carried-forward run has no manifest", reason="bad_run_file")
+        tables = earlier.get("predictions")
+        if not isinstance(tables, Mapping):
+            continue
+        for row in _read_jsonl(store, str(tables["jsonl"])):
+            if str(row.get("key")) in keys:
+                rows.append({**row, "reported_in": str(ref.get("run_id"))})
+    return rows, quarantined
 
 
 def _as_dict(value: Any) -> dict[str, Any] | None:
@@ -563,6 +606,7 @@ tr.p0 { background: var(--bg-abn); } tr.p1 { background: var(--bg-low); }
 .badge { display: inline-block; border-radius: 3px; padding: 0 5px; font-size: 11px;
          font-weight: 600; margin: 1px 0; white-space: nowrap; }
 .b-abn { background: var(--abn); color: #fff; } .b-low { background: var(--low); color: #fff; }
+.b-earlier { background: #e4e7ec; color: #344054; }
 .b-warn { background: #fdf0c4; color: #5d3b00; } .b-ok { background: #dcfae6; color: var(--ok); }
 .b-err { background: #eee; color: #444; }
 ul.plain { margin: 4px 0; padding-left: 18px; }
@@ -647,7 +691,9 @@ care.
 {% endfor %}</td>
 <td>{{ s.confidence }}<br>
 {% if s.priority == 0 %}<span class="badge b-abn">abnormal</span><br>{% endif %}
-{% if s.low %}<span class="badge b-low">low confidence</span>{% endif %}</td>
+{% if s.low %}<span class="badge b-low">low confidence</span>{% endif %}
+{% if s.earlier %}<br><span class="badge b-earlier"
+ title="first reported by run {{ s.earlier }}">earlier run</span>{% endif %}</td>
 <td>{% for w in s.warnings %}<span class="badge b-warn">{{ w.code }}</span>
 <span class="small">{{ w.text }}</span><br>{% endfor %}
 {% for p in s.problems %}<span class="badge b-err">{{ p.code }}</span>
@@ -775,6 +821,7 @@ def render_html(inp: ReportInput, studies: Sequence[_Study], *, dest_prefix: str
                 ],
                 "problems": [{"code": p, "text": REPORT_REASONS.get(p, "")} for p in s.problems],
                 "sha": sha,
+                "earlier": str(row.get("reported_in") or ""),
             }
         )
     per_class = Counter(str(s.row.get("predicted_label")) for s in studies)
@@ -813,7 +860,7 @@ def render_html(inp: ReportInput, studies: Sequence[_Study], *, dest_prefix: str
                 "id": "carried",
                 "css": "",
                 "n": inp.carried_forward,
-                "label": "already reported by an earlier run tonight",
+                "label": "files already reported by an earlier run tonight (included above)",
             }
         )
     not_scored = sum(inp.failures.values())
@@ -1012,20 +1059,23 @@ def render_report(
         source = open_store(inp.source_url) if inp.source_url else store
     view = preferred_view or settings.preferred_view
     n_workers = workers or settings.decode_workers or min(8, os.cpu_count() or 1)
-    studies = [_Study(row=r, rank=i + 1) for i, r in enumerate(worklist_order(inp.rows))]
+    ordered = worklist_order([*inp.rows, *inp.carried_rows])
+    studies = [_Study(row=r, rank=i + 1) for i, r in enumerate(ordered)]
+    new = [s for s in studies if not s.row.get("reported_in")]
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="report") as pool:
         list(pool.map(lambda s: _gather(source, store, s, view), studies))
         if secondary_capture:
-            numbers = _instance_numbers(studies)
-            keys = pool.map(
-                lambda s: _write_sc(store, s, inp, dest, numbers.get(id(s), 1)), studies
-            )
-            for study, key in zip(studies, keys, strict=True):
+            numbers = _instance_numbers(new)
+            keys = pool.map(lambda s: _write_sc(store, s, inp, dest, numbers.get(id(s), 1)), new)
+            for study, key in zip(new, keys, strict=True):
                 study.sc_key = key
+    for study in studies:  # an earlier run's SC object stays where that run wrote it
+        if study.row.get("reported_in"):
+            study.sc_key = _earlier_sc_key(store, dest, study.row)
     html_text = render_html(inp, studies, dest_prefix=dest)
     html_key = f"{dest}/{REPORT_HTML}"
     store.put(html_key, html_text.encode("utf-8"))
-    sc_keys = {str(s.row["sha256"]): s.sc_key for s in studies if s.sc_key}
+    sc_keys = {str(s.row["sha256"]): s.sc_key for s in new if s.sc_key}
     problems = Counter(p for s in studies for p in s.problems)
     pdf_key: str | None = None
     pdf_error: str | None = None
@@ -1055,6 +1105,15 @@ def render_report(
         pdf_error=pdf_error,
         problems=dict(problems),
     )
+
+
+def _earlier_sc_key(store: ObjectStore, dest: str, row: Mapping[str, Any]) -> str | None:
+    """The SC object an earlier run of the night wrote for this row, when it exists."""
+    from scintiflow.secondary_capture import sc_key
+
+    night_folder = posixpath.dirname(dest)
+    key = sc_key(f"{night_folder}/{row['reported_in']}", str(row["sha256"]))
+    return key if store.exists(key) else None
 
 
 def render_run_report(
