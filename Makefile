@@ -16,11 +16,12 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
-.PHONY: help setup apt test lint typecheck pytest demo lock montage clean
+.PHONY: help setup apt test lint typecheck pytest demo lock montage report-screenshot clean
 
 help:
 	@echo "make demo   - set up .venv and run the demo night (results under $(DEMO_OUT))"
 	@echo "make test   - set up .venv, then ruff, mypy and pytest (gpu tests skipped)"
+	@echo "make report-screenshot - docs/report.png from the demo night's report"
 	@echo "make lock   - refresh $(CONSTRAINTS) from the current .venv"
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -57,6 +58,17 @@ demo: setup
 
 montage: setup
 	$(BIN)/scintiflow montage --out docs/montage.png
+
+# The README's report picture: the demo night's newest report, rendered again with a screenshot.
+DEMO_NIGHT ?= 2026-11-27
+report-screenshot: setup
+	@test -f $(DEMO_OUT)/results/$(DEMO_NIGHT)/latest.json || $(MAKE) demo
+	$(BIN)/python -c 'import json, sys; from pathlib import Path; \
+	from scintiflow.report import screenshot; \
+	m = json.load(open(sys.argv[1])); \
+	screenshot(Path(sys.argv[2]) / Path(m["manifest"]).parent / "report.html", Path("docs/report.png"))' \
+	  $(DEMO_OUT)/results/$(DEMO_NIGHT)/latest.json $(DEMO_OUT)
+	@echo "docs/report.png"
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' > $(CONSTRAINTS)

@@ -12,6 +12,7 @@ LocalStore and copied once per measurement, so every run starts with an empty le
 Runs alternate (plain, flow, plain, flow, ...) so load drift on a shared machine hits both.
 
     python benchmarks/nightly.py [--n 1000] [--shard-size 256] [--batch-size 32] [--repeats 2]
+                                 [--write-readme]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--write-readme", action="store_true", help="put the table in README.md")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="scintiflow-bench-nightly-"))
@@ -102,20 +104,28 @@ def main() -> None:
     plain, flow = statistics.median(times["plain"]), statistics.median(times["flow"])
     overhead = 100.0 * (flow - plain) / plain
     shards = -(-n_inputs // args.shard_size)
-    print(
+    lines = [
         f"Nightly flow vs the same batch functions without Prefect: {n_inputs} studies "
         f"({counts['flow']['scored']} scored, {counts['flow']['quarantined']} quarantined), "
         f"{shards} shards of {args.shard_size}, engine batch {args.batch_size}, median of "
-        f"{args.repeats} alternating runs ({platform.machine()}, {os.cpu_count()} CPUs; "
-        f"`python benchmarks/nightly.py`):\n"
-    )
-    print("| path | wall s (median) | runs (s) | studies/s |")
-    print("|---|---:|---|---:|")
+        f"{args.repeats} alternating runs, report with PDF and SC included in both "
+        f"({platform.machine()}, {os.cpu_count()} CPUs; `python benchmarks/nightly.py`):",
+        "",
+        "| path | wall s (median) | runs (s) | studies/s |",
+        "|---|---:|---|---:|",
+    ]
     for name, label in (("plain", "plain loop (`run_night`)"), ("flow", "Prefect flow")):
         med = statistics.median(times[name])
         runs = ", ".join(f"{t:.1f}" for t in times[name])
-        print(f"| {label} | {med:.1f} | {runs} | {n_inputs / med:.0f} |")
-    print(f"| **orchestration overhead** | **{overhead:+.1f} %** | | |")
+        lines.append(f"| {label} | {med:.1f} | {runs} | {n_inputs / med:.0f} |")
+    lines.append(f"| **orchestration overhead** | **{overhead:+.1f} %** | | |")
+    markdown = "\n".join(lines) + "\n"
+    print(markdown)
+    if args.write_readme:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _readme import write_section
+
+        write_section("nightly", markdown)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -501,6 +501,9 @@ def test_demo_tells_the_whole_story(prefect_api: None, tmp_path: Path) -> None:
     assert "data docs:" in res.output
     assert "heatmaps:" in res.output
     assert "gate: not promoted (below_floor)" in res.output
+    for m in runs:
+        assert f"report:      {store.url_for(m['report'])}" in res.output
+        assert store.exists(m["report"].replace("report.html", "report.pdf"))
 
 
 @pytest.mark.slow

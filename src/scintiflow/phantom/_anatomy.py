@@ -360,8 +360,8 @@ def draw_anatomy(
     nodule_side = "right" if rng.uniform() < 0.5 else "left"
     nod_radius = 0.0
     if label == "thyroid_tumor":
-        nod_radius = _lerp(4.0, 12.0, sev) * float(rng.uniform(0.85, 1.15))
-        grow = 1.0 + 0.15 * sev
+        nod_radius = _lerp(5.5, 13.0, sev) * float(rng.uniform(0.85, 1.15))
+        grow = 1.0 + 0.3 * sev
         if nodule_side == "right":
             size_r *= grow
         else:
@@ -407,11 +407,11 @@ def draw_anatomy(
                 nx,
                 ny,
                 nod_radius,
-                contrast=_lerp(0.3, 2.0, sev) * host.peak,
+                contrast=_lerp(0.6, 2.0, sev) * host.peak,
                 suppression=float(rng.uniform(0.05, 0.35)) if suppressed else 1.0,
             )
         else:
-            nodule = Nodule("cold", nodule_side, nx, ny, nod_radius, _lerp(0.35, 0.95, sev), 1.0)
+            nodule = Nodule("cold", nodule_side, nx, ny, nod_radius, _lerp(0.6, 0.97, sev), 1.0)
 
     # --- salivary glands, mouth, oesophagus, marker -------------------------------------
     par_dx, par_dy = float(rng.uniform(42.0, 52.0)), float(rng.uniform(56.0, 68.0))
