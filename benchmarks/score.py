@@ -1,6 +1,6 @@
 """Scoring throughput: naive torch + Grad-CAM vs ONNX Runtime vs the full scintiflow path.
 
-    .venv/bin/python benchmarks/score.py [--n 64] [--sizes 224,128] [--batch-size 16]
+    .venv/bin/python benchmarks/score.py [--n 256] [--sizes 224,128] [--batch-size 16]
                                          [--arch resnet34] [--write-readme]
 
 On the same simulated DICOM bytes (sites A and C: 128 and 256 px matrices), for each input
@@ -265,7 +265,7 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=64, help="images (sites A and C)")
+    parser.add_argument("--n", type=int, default=256, help="images (sites A and C)")
     parser.add_argument("--sizes", default="224,128", help="input sizes, comma-separated")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--arch", default="resnet34")

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from scintiflow.explain import (
+    encode_png,
     heatmaps,
     map_png16,
     normalise_map,
@@ -131,3 +132,28 @@ def test_png_chunk_parser_sees_text_chunks_when_present() -> None:
     assert "tEXt" in png_chunk_types(buf.getvalue())
     with pytest.raises(ValueError, match="not a PNG"):
         png_chunk_types(b"GIF89a")
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "mode"),
+    [((37, 53), np.uint8, "L"), ((37, 53), np.uint16, "I;16"), ((37, 53, 3), np.uint8, "RGB")],
+)
+def test_encode_png_round_trips_exactly_through_pillow(
+    shape: tuple[int, ...], dtype: type, mode: str
+) -> None:
+    rng = np.random.default_rng(5)
+    arr = rng.integers(0, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
+    data = encode_png(arr)
+    assert png_chunk_types(data) == ["IHDR", "IDAT", "IEND"]
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode == mode
+        assert img.size == (shape[1], shape[0])
+        back = np.asarray(img)
+    assert np.array_equal(back.astype(dtype), arr)
+
+
+def test_encode_png_rejects_other_arrays() -> None:
+    with pytest.raises(ValueError, match="cannot write a PNG"):
+        encode_png(np.zeros((4, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="cannot write a PNG"):
+        encode_png(np.zeros((4, 4, 4), dtype=np.uint8))
