@@ -7,6 +7,7 @@ artifacts record the comparison table and the gate's decision with its reason.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -42,6 +43,7 @@ def retrain(
     from scintiflow.models import ARCHS
 
     logger = get_run_logger()
+    started = time.perf_counter()
     arch_list = list(archs or ARCHS)
     spec = RetrainData(data, labels, external_data, external_labels, readers, seed)
     cfg = TrainConfig(
@@ -100,4 +102,10 @@ def retrain(
         description=f"promotion gate: {verdict} ({d['reason']})",
     )
     logger.info("retrain: registered %s; gate %s (%s)", outcome.version, verdict, d["reason"])
-    return {**outcome.to_dict(), "promoted": bool(d["promote"]), "counts": counts}
+    # `seconds`: the whole flow (data, fits, registration), not only the registering task
+    return {
+        **outcome.to_dict(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "promoted": bool(d["promote"]),
+        "counts": counts,
+    }

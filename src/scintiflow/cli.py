@@ -1031,8 +1031,8 @@ def demo(
     n: Annotated[int, typer.Option("--n", min=1, help="Good images tonight.")] = 24,
     night: NightOpt = "2026-11-27",
     seed: int = 7,
-    train_images: Annotated[int, typer.Option(min=24, help="Labelled training images.")] = 120,
-    epochs: Annotated[int, typer.Option(min=1)] = 6,
+    train_images: Annotated[int, typer.Option(min=24, help="Labelled training images.")] = 320,
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
 ) -> None:
     """The whole story on embedded defaults (local folder store, ephemeral Prefect): simulate
     a labelled training set and a shifted external site, retrain a small ResNet-34, simulate

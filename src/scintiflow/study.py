@@ -52,15 +52,6 @@ centres, the external set from another centre."""
 
 INTERNAL_FRACTION = STUDY_SHAPE["internal"] / (STUDY_SHAPE["train"] + STUDY_SHAPE["internal"])
 
-DEMO_STUDY: dict[str, Any] = {
-    "scale": 0.1,
-    "archs": ("shufflenet_v2",),
-    "folds": 2,
-    "image_size": 64,
-    "epochs": 10,
-}
-"""The small study `make demo` runs (about two minutes of CPU)."""
-
 
 class StudyDataError(ValueError):
     """Study inputs are unusable; `reason` is a stable lower_snake code."""
@@ -901,28 +892,3 @@ def _report_files(result: StudyResult) -> dict[str, bytes]:
     from scintiflow.training_report import render_training_report
 
     return dict(render_training_report(result))
-
-
-def run_demo_study(
-    store: ObjectStore,
-    *,
-    progress: ProgressFn | None = None,
-    log: LogFn | None = None,
-    seed: int = 0,
-) -> StudyOutcome:
-    """The small study `make demo` runs: simulated data at `DEMO_STUDY` scale, simulated reads."""
-    data = simulate_study_data(DEMO_STUDY["scale"], seed=seed)
-    cfg = TrainConfig(
-        epochs=DEMO_STUDY["epochs"], image_size=DEMO_STUDY["image_size"], seed=seed, patience=4
-    )
-    return run_study(
-        data,
-        store,
-        archs=DEMO_STUDY["archs"],
-        folds=DEMO_STUDY["folds"],
-        train_config=cfg,
-        reads=simulated_reader_reads(data, seed),
-        n_boot=500,
-        progress=progress,
-        log=log,
-    )
