@@ -25,7 +25,7 @@ from uuid import UUID
 import pytest
 
 from scintiflow import CLASSES
-from scintiflow.phantom import PHI_SENTINELS, write_night
+from scintiflow.phantom import PHI_SENTINELS, SENTINEL_PATIENT_ID, write_night
 from scintiflow.publish import (
     InjectedFaultError,
     complete_manifests,
@@ -378,6 +378,10 @@ def test_phi_sentinel_night_on_s3_leaks_nowhere(
             produced[info.key] = s3.get(info.key)
         assert any(k.endswith("manifest.json") for k in produced)
         assert any(k.startswith("state/ledger/") for k in produced)
+        # the exemption is real: the clinician report does name the patient
+        reports = [s3.get(o.key) for o in s3.list("results/") if o.key.endswith("report.html")]
+        assert reports
+        assert all(SENTINEL_PATIENT_ID.encode() in page for page in reports)
         for sentinel in PHI_SENTINELS:
             assert sentinel not in api
             assert sentinel not in caplog.text
