@@ -594,6 +594,31 @@ def test_cli_rerenders_a_finished_run(run: Run, tmp_path: Path) -> None:
     ]
 
 
+def test_cli_renders_beside_a_published_report(run: Run, tmp_path: Path) -> None:
+    """A run with a manifest keeps its published (hashed) report; the new one goes beside."""
+    from scintiflow.cli import RERENDERED_DIR, app
+    from scintiflow.settings import get_settings
+
+    copy = tmp_path / "bucket"
+    shutil.copytree(run.root, copy)
+    folder = copy.joinpath(*PREFIX.split("/"))
+    (folder / "manifest.json").write_text(
+        json.dumps({"night": str(NIGHT), "run_id": RUN_ID, "complete": True})
+    )
+    published = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    get_settings.cache_clear()
+    result = CliRunner().invoke(
+        app, ["report", "--run", f"{copy}/{PREFIX}", "--no-pdf"], env={"COLUMNS": "240"}
+    )
+    assert result.exit_code == 0, result.output
+    assert {p: p.read_bytes() for p in published} == published  # nothing published changed
+    beside = folder / RERENDERED_DIR
+    assert (beside / "report.html").as_uri() in result.output
+    assert len(list((beside / "sc").glob("*.dcm"))) == len(run.inp.rows)
+    page = (beside / "report.html").read_text(encoding="utf-8")
+    assert len(_parse(page).rows) == len(run.inp.rows)
+
+
 def test_cli_rejects_a_url_that_is_not_a_run_folder(tmp_path: Path) -> None:
     from scintiflow.cli import app
 

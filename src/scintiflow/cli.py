@@ -1123,6 +1123,10 @@ def demo(
     console.print(f"demo took {time.perf_counter() - started:.0f} s")
 
 
+RERENDERED_DIR = "rerendered"
+"""Where `scintiflow report` writes when the run already has a manifest."""
+
+
 def _report_run_ref(run: str) -> tuple[str, str]:
     """(store URL, run prefix) from a run folder URL `<store>/<results prefix>/<night>/<run_id>`."""
     from scintiflow.settings import get_settings
@@ -1197,11 +1201,16 @@ def report(
     console = _console()
     store_url, prefix = _report_run_ref(run)
     store = _open(store_url)
+    # A published run's manifest holds the hashes of its report files: a new rendering goes
+    # beside them, so the published run stays verifiable.
+    published = store.exists(f"{prefix}/manifest.json")
+    dest = f"{prefix}/{RERENDERED_DIR}" if published else prefix
     try:
         inp = build_report_input(store, prefix, model_name=model_name)
         out = render_report(
             store,
             inp,
+            dest_prefix=dest,
             source=_open(source) if source else None,
             browser=browser if pdf else None,
             secondary_capture=sc,
@@ -1222,8 +1231,14 @@ def report(
     console.print(f"report.html: {store.url_for(out.html_key)}", markup=False)
     if out.pdf_key:
         console.print(f"report.pdf:  {store.url_for(out.pdf_key)}", markup=False)
+    if published:
+        console.print(
+            f"the run is published (manifest.json): this rendering is in {RERENDERED_DIR}/, "
+            "the published report is unchanged",
+            markup=False,
+        )
     if out.sc_keys:
-        sc_folder = f"{prefix}/sc"
+        sc_folder = f"{dest}/sc"
         console.print(
             f"sc/:         {store.url_for(sc_folder)} ({len(out.sc_keys)} DICOM SC)", markup=False
         )
