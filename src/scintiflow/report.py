@@ -144,6 +144,7 @@ class ReportInput:
         """Inverse of `to_dict`."""
         d = dict(data)
         d["rows"] = tuple(dict(r) for r in d.get("rows", ()))
+        d["carried_rows"] = tuple(dict(r) for r in d.get("carried_rows", ()))
         d["classes"] = tuple(d.get("classes", CLASSES))
         d["warnings"] = {k: tuple(v) for k, v in dict(d.get("warnings", {})).items()}
         return cls(**d)
