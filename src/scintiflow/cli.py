@@ -270,11 +270,6 @@ def montage(
     _console().print(f"montage: {out.resolve()}")
 
 
-def _not_yet(verb: str, issue: str) -> None:
-    _console().print(f"scintiflow {verb}: not yet available (arrives with {issue}).")
-    raise typer.Exit(code=2)
-
-
 if TYPE_CHECKING:
     from scintiflow.checks import ChecksSummary
 
