@@ -329,20 +329,29 @@ def complete_manifests(
     return sorted(out, key=lambda m: str(m["run_id"]))
 
 
-def night_rows(store: ObjectStore, manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The whole night's prediction rows: this run's plus those carried forward by reference."""
-    rows: list[dict[str, Any]] = []
-    if manifest.get("predictions"):
-        rows += _read_jsonl(store, str(manifest["predictions"]["jsonl"]))
+def carried_rows(
+    store: ObjectStore, manifest: Mapping[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """(earlier run id, prediction row) for every row the manifest carries forward by reference."""
+    rows: list[tuple[str, dict[str, Any]]] = []
     for ref in manifest.get("carried_forward") or []:
         keys = set(ref["keys"])
         earlier = json.loads(store.get(str(ref["manifest"])))
         if earlier.get("predictions"):
             rows += [
-                r
+                (str(ref["run_id"]), r)
                 for r in _read_jsonl(store, str(earlier["predictions"]["jsonl"]))
                 if r["key"] in keys
             ]
+    return rows
+
+
+def night_rows(store: ObjectStore, manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The whole night's prediction rows: this run's plus those carried forward by reference."""
+    rows: list[dict[str, Any]] = []
+    if manifest.get("predictions"):
+        rows += _read_jsonl(store, str(manifest["predictions"]["jsonl"]))
+    rows += [r for _, r in carried_rows(store, manifest)]
     return sorted(rows, key=lambda r: str(r["key"]))
 
 

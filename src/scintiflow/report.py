@@ -313,6 +313,8 @@ def _carried_forward(
     The manifest's `inputs` say which run holds each input's result; its `carried_forward`
     refs name those runs' manifests, whose predictions tables are read for the carried keys.
     """
+    from scintiflow.publish import carried_rows
+
     raw = manifest.get("inputs")
     inputs: list[Any] = raw if isinstance(raw, list) else []
     quarantined = {
@@ -322,20 +324,7 @@ def _carried_forward(
         and i.get("status") == "quarantined"
         and str(i.get("run_id")) != run_id
     }
-    rows: list[dict[str, Any]] = []
-    for ref in manifest.get("carried_forward") or []:
-        if not isinstance(ref, Mapping):
-            continue
-        keys = {str(k) for k in ref.get("keys") or []}
-        earlier = _read_json(store, str(ref.get("manifest")))
-        if earlier is None:
-            raise ReportError("a carried-forward run has no manifest", reason="bad_run_file")
-        tables = earlier.get("predictions")
-        if not isinstance(tables, Mapping):
-            continue
-        for row in _read_jsonl(store, str(tables["jsonl"])):
-            if str(row.get("key")) in keys:
-                rows.append({**row, "reported_in": str(ref.get("run_id"))})
+    rows = [{**row, "reported_in": run} for run, row in carried_rows(store, manifest)]
     return rows, quarantined
 
 

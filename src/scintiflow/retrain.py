@@ -109,29 +109,28 @@ def fit_fold(
     weights_store: str | None = None,
 ) -> FoldFit:
     """Fit `arch` on all CV folds but `fold` and score the held-out fold."""
-    from scintiflow.evaluation import classification_metrics, patient_grouped_folds
+    from scintiflow.evaluation import patient_grouped_folds
     from scintiflow.nightly import store_for
-    from scintiflow.preprocess import preprocess_batch
-    from scintiflow.study import _arrays, _fit_once, _probs
+    from scintiflow.study import _arrays
+    from scintiflow.study import fit_fold as fit_study_fold
 
     data = load_data(spec)
     images, y, groups = _arrays(data.train)
     tr, va = patient_grouped_folds(y, groups, n_splits=folds, seed=cfg.seed)[fold]
-    pcfg = _pcfg(cfg)
-    fitted = _fit_once(
+    fitted, metrics = fit_study_fold(
         arch,
-        [images[i] for i in tr],
-        y[tr],
-        groups[tr],
+        images,
+        y,
+        groups,
+        tr,
+        va,
         fold=fold,
         train_config=cfg,
-        preprocess_config=pcfg,
+        preprocess_config=_pcfg(cfg),
         weights=weights,
         store=store_for(weights_store) if weights_store else None,
         progress=None,
     )
-    x_val = preprocess_batch([images[i] for i in va], pcfg)
-    metrics = classification_metrics(y[va], _probs(fitted, x_val, cfg))
     return FoldFit(arch, fold, metrics, fitted.seconds, fitted.images_per_s)
 
 

@@ -39,7 +39,7 @@ from scintiflow.preprocess import PreprocessConfig, normalise_counts, preprocess
 from scintiflow.training import ProgressFn, TrainConfig
 
 if TYPE_CHECKING:
-    from scintiflow.evaluation import ArchResult, StudyResult
+    from scintiflow.evaluation import ArchResult, ClassificationMetrics, StudyResult
     from scintiflow.readers import ReaderRead
     from scintiflow.registry import GateDecision
     from scintiflow.storage import ObjectStore
@@ -478,6 +478,40 @@ def _probs(fitted: _Fitted, x: np.ndarray, config: TrainConfig) -> np.ndarray:
     return softmax(logits, fitted.temperature)
 
 
+def fit_fold(
+    arch: str,
+    images: list[np.ndarray],
+    y: np.ndarray,
+    groups: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    *,
+    fold: int,
+    train_config: TrainConfig,
+    preprocess_config: PreprocessConfig,
+    weights: str,
+    store: ObjectStore | None,
+    progress: ProgressFn | None,
+) -> tuple[_Fitted, ClassificationMetrics]:
+    """One CV fold: fit on `train_idx`, score the held-out `val_idx`."""
+    from scintiflow.evaluation import classification_metrics
+
+    fitted = _fit_once(
+        arch,
+        [images[i] for i in train_idx],
+        y[train_idx],
+        groups[train_idx],
+        fold=fold,
+        train_config=train_config,
+        preprocess_config=preprocess_config,
+        weights=weights,
+        store=store,
+        progress=progress,
+    )
+    x_val = preprocess_batch([images[i] for i in val_idx], preprocess_config)
+    return fitted, classification_metrics(y[val_idx], _probs(fitted, x_val, train_config))
+
+
 def _evaluate_arch(
     arch: str,
     data: StudyData,
@@ -509,11 +543,13 @@ def _evaluate_arch(
         for k, (tr, va) in enumerate(
             patient_grouped_folds(y, groups, n_splits=folds, seed=train_config.seed)
         ):
-            fitted = _fit_once(
+            fitted, metrics = fit_fold(
                 arch,
-                [images[i] for i in tr],
-                y[tr],
-                groups[tr],
+                images,
+                y,
+                groups,
+                tr,
+                va,
                 fold=k,
                 train_config=train_config,
                 preprocess_config=preprocess_config,
@@ -523,8 +559,7 @@ def _evaluate_arch(
             )
             seconds += fitted.seconds
             rates.append(fitted.images_per_s)
-            x_val = preprocess_batch([images[i] for i in va], preprocess_config)
-            fold_metrics.append(classification_metrics(y[va], _probs(fitted, x_val, train_config)))
+            fold_metrics.append(metrics)
             if log is not None:
                 log(f"{arch} fold {k + 1}/{folds}: accuracy {fold_metrics[-1].accuracy:.3f}")
     final = _fit_once(
