@@ -30,7 +30,7 @@ def retrain(
     epochs: int = 30,
     image_size: int = 224,
     batch_size: int = 32,
-    lr: float = 1e-3,
+    lr: float | None = None,
     weights: str = "none",
     registry: str | None = None,
     model_name: str = "thyroid",

@@ -126,6 +126,7 @@ def test_run_study_end_to_end(tmp_path: Path, spy_folds: dict[str, list[Any]]) -
     assert {r["reader_id"] for r in result.readers} == {"simulated-junior", "simulated-senior"}
     assert {r["set"] for r in result.readers} == {"internal", "external"}
     assert "shufflenet_v2 *" in study_table(result)
+    assert result.config["train"]["lr"] == {"shufflenet_v2": 2e-3}  # the arch's default
 
     # The version folder holds the model, its preprocessing, lineage and the report.
     from scintiflow.registry import champion_version, load_model, read_version

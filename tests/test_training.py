@@ -18,6 +18,7 @@ from scintiflow.training import (
     predict_logits,
     recalibrate_batchnorm,
     resolve_device,
+    resolve_lr,
 )
 
 
@@ -43,6 +44,35 @@ def test_device_resolution_uses_every_available_core() -> None:
 
 
 @pytest.mark.slow
+def test_learning_rate_defaults_per_architecture_and_the_run_overrides() -> None:
+    default = TrainConfig()
+    assert default.lr is None
+    assert resolve_lr(default, "alexnet") == 3e-4  # no BatchNorm: a gentler default
+    assert resolve_lr(default, "shufflenet_v2") == 2e-3
+    assert resolve_lr(default, "resnet34") == 1e-3
+    assert resolve_lr(default) == 1e-3  # no arch named
+    assert resolve_lr(TrainConfig(lr=0.02), "alexnet") == 0.02
+    assert resolve_lr(TrainConfig(lr=0.0), "resnet34") == 0.0  # 0 is a value, not "unset"
+    with pytest.raises(KeyError, match="unknown architecture"):
+        resolve_lr(default, "vgg16")
+
+
+def test_fit_trains_with_the_resolved_learning_rate() -> None:
+    images, y = _easy(24, seed=3)
+    model = create_model("alexnet", num_classes=len(CLASSES))
+    res = fit(
+        model,
+        images[:16],
+        y[:16],
+        images[16:],
+        y[16:],
+        TrainConfig(epochs=2, image_size=64, batch_size=8, warmup_epochs=0, augment=False),
+        arch="alexnet",
+    )
+    # No warm-up, 2 epochs: after the first the cosine is half-way, at half alexnet's peak.
+    assert res.history[0]["lr"] == pytest.approx(0.5 * 3e-4, rel=1e-6)
+
+
 def test_small_run_beats_chance_and_lowers_validation_loss() -> None:
     train_x, train_y = _easy(192, seed=11)
     val_x, val_y = _easy(64, seed=12)

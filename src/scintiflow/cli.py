@@ -395,6 +395,7 @@ def _train_run(
     epochs: int,
     image_size: int,
     batch_size: int,
+    lr: float | None,
     weights: str,
     device: str,
     seed: int,
@@ -422,7 +423,12 @@ def _train_run(
         markup=False,
     )
     config = TrainConfig(
-        epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed, device=device
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
     )
     try:
         outcome = run_study(
@@ -475,6 +481,10 @@ def train(
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     image_size: Annotated[int, typer.Option(min=32)] = 224,
     batch_size: Annotated[int, typer.Option(min=2)] = 32,
+    lr: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Peak AdamW learning rate (default: each arch's own)."),
+    ] = None,
     weights: Annotated[
         str, typer.Option(help="none | imagenet | a state dict's key in the registry or URL.")
     ] = "none",
@@ -518,6 +528,7 @@ def train(
         epochs=epochs,
         image_size=image_size,
         batch_size=batch_size,
+        lr=lr,
         weights=weights,
         device=device,
         seed=seed,
@@ -538,6 +549,10 @@ def study(
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     image_size: Annotated[int, typer.Option(min=32)] = 224,
     batch_size: Annotated[int, typer.Option(min=2)] = 32,
+    lr: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Peak AdamW learning rate (default: each arch's own)."),
+    ] = None,
     difficulty: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
     weights: Annotated[str, typer.Option(help="none | imagenet | a state dict key/URL.")] = "none",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
@@ -561,6 +576,7 @@ def study(
         epochs=epochs,
         image_size=image_size,
         batch_size=batch_size,
+        lr=lr,
         weights=weights,
         device=device,
         seed=seed,
@@ -840,6 +856,10 @@ def retrain(
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     image_size: Annotated[int, typer.Option(min=32)] = 224,
     batch_size: Annotated[int, typer.Option(min=2)] = 32,
+    lr: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Peak AdamW learning rate (default: each arch's own)."),
+    ] = None,
     weights: Annotated[str, typer.Option(help="none | imagenet | state dict key/URL.")] = "none",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     seed: int = 0,
@@ -864,6 +884,7 @@ def retrain(
         epochs=epochs,
         image_size=image_size,
         batch_size=batch_size,
+        lr=lr,
         weights=weights,
         registry=registry,
         model_name=name,

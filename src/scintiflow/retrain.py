@@ -250,6 +250,7 @@ def conclude(
         study_table,
         training_reference,
     )
+    from scintiflow.training import resolve_lr
 
     t0 = started if started is not None else time.perf_counter()
     data = load_data(spec)
@@ -279,7 +280,7 @@ def conclude(
     config = {
         "archs": [f.arch for f in finals],
         "folds": folds,
-        "train": cfg.to_dict(),
+        "train": {**cfg.to_dict(), "lr": {f.arch: resolve_lr(cfg, f.arch) for f in finals}},
         "preprocess": pcfg.to_dict(),
         "weights": weights,
         "n_boot": n_boot,

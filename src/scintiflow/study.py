@@ -36,7 +36,7 @@ import numpy as np
 from scintiflow import CLASSES, __version__
 from scintiflow.domain import hash_identifier, new_run_id, sha256_hex
 from scintiflow.preprocess import PreprocessConfig, normalise_counts, preprocess_batch
-from scintiflow.training import ProgressFn, TrainConfig
+from scintiflow.training import ProgressFn, TrainConfig, resolve_lr
 
 if TYPE_CHECKING:
     from scintiflow.evaluation import ArchResult, ClassificationMetrics, StudyResult
@@ -453,7 +453,7 @@ def _fit_once(
         y[fit_idx],
         [images[i] for i in val_idx],
         y[val_idx],
-        replace(train_config, seed=seed),
+        replace(train_config, seed=seed, lr=resolve_lr(train_config, arch)),
         preprocess_config=preprocess_config,
         progress=progress,
         arch=arch,
@@ -835,7 +835,8 @@ def run_study(
     config = {
         "archs": list(archs),
         "folds": folds,
-        "train": cfg.to_dict(),
+        # lr: the one each arch trained with (`TrainConfig.lr`, else the arch's default).
+        "train": {**cfg.to_dict(), "lr": {a: resolve_lr(cfg, a) for a in archs}},
         "preprocess": pcfg.to_dict(),
         "weights": weights,
         "n_boot": n_boot,

@@ -37,7 +37,7 @@ class TrainConfig:
 
     epochs: int = 30
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | None = None  # None: the architecture's `ModelSpec.default_lr` (see `resolve_lr`)
     weight_decay: float = 1e-4
     warmup_epochs: int = 1
     patience: int = 6  # epochs without validation-loss improvement before stopping
@@ -236,6 +236,17 @@ def predict_logits(
     return np.concatenate(outs).astype(np.float32, copy=False)
 
 
+def resolve_lr(config: TrainConfig, arch: str = "") -> float:
+    """The peak learning rate of a fit: `config.lr`, else `arch`'s registered default."""
+    if config.lr is not None:
+        return config.lr
+    if not arch:
+        return 1e-3
+    from scintiflow.models import get_spec
+
+    return get_spec(arch).default_lr
+
+
 def fit(
     model: nn.Module,
     train_images: Sequence[np.ndarray],
@@ -303,7 +314,10 @@ def fit(
     val_criterion = tnn.CrossEntropyLoss(weight=weights)
     # The fused kernel is several times faster than the per-tensor loop (on CPU too).
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
+        model.parameters(),
+        lr=resolve_lr(config, arch),
+        weight_decay=config.weight_decay,
+        fused=True,
     )
     steps_per_epoch = max(1, len(loader))
     total_steps = steps_per_epoch * config.epochs
