@@ -43,7 +43,6 @@ def test_device_resolution_uses_every_available_core() -> None:
     assert torch.get_num_threads() == available_cores()
 
 
-@pytest.mark.slow
 def test_learning_rate_defaults_per_architecture_and_the_run_overrides() -> None:
     default = TrainConfig()
     assert default.lr is None
@@ -73,6 +72,7 @@ def test_fit_trains_with_the_resolved_learning_rate() -> None:
     assert res.history[0]["lr"] == pytest.approx(0.5 * 3e-4, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_small_run_beats_chance_and_lowers_validation_loss() -> None:
     train_x, train_y = _easy(192, seed=11)
     val_x, val_y = _easy(64, seed=12)

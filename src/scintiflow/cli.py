@@ -35,6 +35,10 @@ OutUrl = Annotated[str, typer.Option("--out", help="Store URL to write to.")]
 NightOpt = Annotated[
     str | None, typer.Option("--night", help="Night as YYYY-MM-DD (default: today).")
 ]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(min=0.0, help="Peak AdamW learning rate (default: each arch's own)."),
+]
 
 
 def main() -> None:
@@ -481,10 +485,7 @@ def train(
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     image_size: Annotated[int, typer.Option(min=32)] = 224,
     batch_size: Annotated[int, typer.Option(min=2)] = 32,
-    lr: Annotated[
-        float | None,
-        typer.Option(min=0.0, help="Peak AdamW learning rate (default: each arch's own)."),
-    ] = None,
+    lr: LrOpt = None,
     weights: Annotated[
         str, typer.Option(help="none | imagenet | a state dict's key in the registry or URL.")
     ] = "none",
@@ -549,10 +550,7 @@ def study(
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     image_size: Annotated[int, typer.Option(min=32)] = 224,
     batch_size: Annotated[int, typer.Option(min=2)] = 32,
-    lr: Annotated[
-        float | None,
-        typer.Option(min=0.0, help="Peak AdamW learning rate (default: each arch's own)."),
-    ] = None,
+    lr: LrOpt = None,
     difficulty: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
     weights: Annotated[str, typer.Option(help="none | imagenet | a state dict key/URL.")] = "none",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
@@ -856,10 +854,7 @@ def retrain(
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     image_size: Annotated[int, typer.Option(min=32)] = 224,
     batch_size: Annotated[int, typer.Option(min=2)] = 32,
-    lr: Annotated[
-        float | None,
-        typer.Option(min=0.0, help="Peak AdamW learning rate (default: each arch's own)."),
-    ] = None,
+    lr: LrOpt = None,
     weights: Annotated[str, typer.Option(help="none | imagenet | state dict key/URL.")] = "none",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     seed: int = 0,

@@ -40,6 +40,10 @@ class WeightsError(Exception):
         self.reason = reason
 
 
+DEFAULT_LR = 1e-3
+"""Peak AdamW learning rate of an architecture registered without its own."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One registered architecture and what the rest of the pipeline needs to know about it.
@@ -61,7 +65,7 @@ class ModelSpec:
     cam_grid_224: int
     default_image_size: int = 224
     # AdamW peak learning rate when the run does not set one (`TrainConfig.lr=None`).
-    default_lr: float = 1e-3
+    default_lr: float = DEFAULT_LR
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {}
@@ -80,7 +84,7 @@ def register_model(
     gap_linear: bool,
     cam_grid_224: int,
     default_image_size: int = 224,
-    default_lr: float = 1e-3,
+    default_lr: float = DEFAULT_LR,
 ) -> Callable[[Callable[[int], nn.Module]], Callable[[int], nn.Module]]:
     """Decorator registering a builder `num_classes -> nn.Module` under `name`."""
 

@@ -248,9 +248,9 @@ def conclude(
         _report_files,
         _study_result,
         study_table,
+        train_record,
         training_reference,
     )
-    from scintiflow.training import resolve_lr
 
     t0 = started if started is not None else time.perf_counter()
     data = load_data(spec)
@@ -280,7 +280,7 @@ def conclude(
     config = {
         "archs": [f.arch for f in finals],
         "folds": folds,
-        "train": {**cfg.to_dict(), "lr": {f.arch: resolve_lr(cfg, f.arch) for f in finals}},
+        "train": train_record(cfg, [f.arch for f in finals]),
         "preprocess": pcfg.to_dict(),
         "weights": weights,
         "n_boot": n_boot,

@@ -453,7 +453,7 @@ def _fit_once(
         y[fit_idx],
         [images[i] for i in val_idx],
         y[val_idx],
-        replace(train_config, seed=seed, lr=resolve_lr(train_config, arch)),
+        replace(train_config, seed=seed),
         preprocess_config=preprocess_config,
         progress=progress,
         arch=arch,
@@ -604,6 +604,11 @@ def _evaluate_arch(
     )
     final.images_per_s = float(np.mean(rates)) if rates else 0.0
     return result, final
+
+
+def train_record(cfg: TrainConfig, archs: Sequence[str]) -> dict[str, Any]:
+    """`cfg` as stored in the card, with `lr` the rate each arch trained with."""
+    return {**cfg.to_dict(), "lr": {a: resolve_lr(cfg, a) for a in archs}}
 
 
 def _pick_best(results: Sequence[ArchResult]) -> ArchResult:
@@ -835,8 +840,7 @@ def run_study(
     config = {
         "archs": list(archs),
         "folds": folds,
-        # lr: the one each arch trained with (`TrainConfig.lr`, else the arch's default).
-        "train": {**cfg.to_dict(), "lr": {a: resolve_lr(cfg, a) for a in archs}},
+        "train": train_record(cfg, archs),
         "preprocess": pcfg.to_dict(),
         "weights": weights,
         "n_boot": n_boot,

@@ -240,11 +240,9 @@ def resolve_lr(config: TrainConfig, arch: str = "") -> float:
     """The peak learning rate of a fit: `config.lr`, else `arch`'s registered default."""
     if config.lr is not None:
         return config.lr
-    if not arch:
-        return 1e-3
-    from scintiflow.models import get_spec
+    from scintiflow.models import DEFAULT_LR, get_spec
 
-    return get_spec(arch).default_lr
+    return get_spec(arch).default_lr if arch else DEFAULT_LR
 
 
 def fit(
