@@ -64,7 +64,7 @@ DEMO_NIGHT ?= 2026-11-27
 report-screenshot: setup
 	@test -f $(DEMO_OUT)/results/$(DEMO_NIGHT)/latest.json || $(MAKE) demo
 	$(BIN)/python -c 'import json, sys; from pathlib import Path; \
-	from scintiflow.report import screenshot; \
+	from scintiflow.outputs.report import screenshot; \
 	m = json.load(open(sys.argv[1])); \
 	screenshot(Path(sys.argv[2]) / Path(m["manifest"]).parent / "report.html", Path("docs/report.png"))' \
 	  $(DEMO_OUT)/results/$(DEMO_NIGHT)/latest.json $(DEMO_OUT)

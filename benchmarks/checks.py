@@ -33,9 +33,9 @@ def main() -> None:
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
 
-    from scintiflow.checks import check_keys, list_night, run_checks, validate_table
-    from scintiflow.ingest import decode_objects
-    from scintiflow.phantom import write_night
+    from scintiflow.checks.suite import check_keys, list_night, run_checks, validate_table
+    from scintiflow.ingest.objects import decode_objects
+    from scintiflow.sim import write_night
 
     night = date(2026, 11, 27)
     workers = args.workers or os.cpu_count() or 1

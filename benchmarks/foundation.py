@@ -18,9 +18,9 @@ from datetime import date
 
 import numpy as np
 
-from scintiflow.dicom import decode_dicom
-from scintiflow.ingest import decode_objects
-from scintiflow.phantom import generate_night, simulate_case
+from scintiflow.ingest.dicom import decode_dicom
+from scintiflow.ingest.objects import decode_objects
+from scintiflow.sim import generate_night, simulate_case
 from scintiflow.storage import LocalStore
 
 NIGHT = date(2026, 11, 27)

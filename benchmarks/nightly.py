@@ -4,7 +4,7 @@ A simulated night (sites A, B, C; 5 % broken files) and a registered champion (r
 ShuffleNetV2 at 64 px: the model's speed is not what is measured) are written to a temporary
 LocalStore and copied once per measurement, so every run starts with an empty ledger. Timed:
 
-- plain: `scintiflow.nightly.run_night`, the same batch functions in a plain loop;
+- plain: `scintiflow.pipeline.night.run_night`, the same batch functions in a plain loop;
 - flow: `flows.nightly.nightly` on Prefect's ephemeral API (server started before timing),
   with the same shard and batch sizes: one task run per shard for checks and for scoring,
   progress artifact updates, the result tables and links.
@@ -50,8 +50,8 @@ def main() -> None:
     from test_flows import register_random_champion
 
     from flows.nightly import nightly
-    from scintiflow.nightly import run_night
-    from scintiflow.phantom import write_night
+    from scintiflow.pipeline.night import run_night
+    from scintiflow.sim import write_night
     from scintiflow.storage import LocalStore
 
     night = date(2026, 11, 27)

@@ -114,10 +114,10 @@ def _load_model(registry: str | None, name: str, version: str, arch: str) -> tup
     """A registered (trained) model, or a random-init `arch` (speed does not need training)."""
     import torch
 
-    from scintiflow.models import create_model
+    from scintiflow.ml.models import create_model
 
     if registry:
-        from scintiflow.registry import load_model
+        from scintiflow.ml.registry import load_model
         from scintiflow.storage import open_store
 
         model, meta = load_model(open_store(registry), name, version)
@@ -141,13 +141,13 @@ def run(
     import torch
 
     from scintiflow import CLASSES
-    from scintiflow.engines import ScoringModel, open_engine
-    from scintiflow.engines.export import export_onnx
-    from scintiflow.engines.ort_engine import OrtEngine, ort_session
-    from scintiflow.engines.torch_engine import gradcam_maps
-    from scintiflow.phantom import generate_night
-    from scintiflow.preprocess import PreprocessConfig, preprocess_batch
-    from scintiflow.score import score_keys
+    from scintiflow.inference.engines import ScoringModel, open_engine
+    from scintiflow.inference.engines.export import export_onnx
+    from scintiflow.inference.engines.ort_engine import OrtEngine, ort_session
+    from scintiflow.inference.engines.torch_engine import gradcam_maps
+    from scintiflow.inference.score import score_keys
+    from scintiflow.ml.preprocess import PreprocessConfig, preprocess_batch
+    from scintiflow.sim import generate_night
     from scintiflow.storage import LocalStore
 
     torch.set_num_threads(threads)
@@ -161,7 +161,7 @@ def run(
         source.put(key, f.data)
         labels[key] = str(f.label)
     keys = sorted(labels)
-    from scintiflow.ingest import decode_object
+    from scintiflow.ingest.objects import decode_object
 
     pixels = [rec.pixels for k in keys if (rec := decode_object(source, k).record) is not None]
     y = np.array([CLASSES.index(labels[k]) for k in keys])
@@ -276,7 +276,7 @@ def main() -> None:
     parser.add_argument("--model", default="champion", help="version (with --registry)")
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
-    from scintiflow.training import available_cores
+    from scintiflow.ml.training import available_cores
 
     threads = args.threads or available_cores()
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/training.py [--image-size 64] [--n 192] [--epochs 2]
                                             [--archs all] [--device auto]
 
-Trains each architecture with the real loop (`scintiflow.training.fit`: augmentation,
+Trains each architecture with the real loop (`scintiflow.ml.training.fit`: augmentation,
 AdamW, class-balanced loss) for a few epochs on simulated scans and times it, then times
 `predict_logits` on preprocessed images. Prints a markdown table of images/s; the study's
 expected run time follows from it (images x epochs x fits / rate). Never asserted in tests.
@@ -18,16 +18,16 @@ import time
 import numpy as np
 
 from scintiflow import CLASSES
-from scintiflow.models import ARCHS, create_model
-from scintiflow.phantom import simulate_cases
-from scintiflow.preprocess import PreprocessConfig, preprocess_batch
-from scintiflow.training import (
+from scintiflow.ml.models import ARCHS, create_model
+from scintiflow.ml.preprocess import PreprocessConfig, preprocess_batch
+from scintiflow.ml.training import (
     TrainConfig,
     available_cores,
     fit,
     predict_logits,
     resolve_device,
 )
+from scintiflow.sim import simulate_cases
 
 
 def run(

@@ -1,6 +1,6 @@
 """The nightly flow: list -> ledger -> check + quarantine -> score -> drift -> publish -> ledger.
 
-Wiring only; every step is a task in `tasks.nightly` around `scintiflow.nightly`. Parameters
+Wiring only; every step is a task in `tasks.nightly` around `scintiflow.pipeline.night`. Parameters
 (stored by Prefect) are URLs, the night, a model selector and sizes: never pixels or patient
 identifiers.
 """
@@ -22,10 +22,10 @@ from prefect.artifacts import (
 )
 
 from scintiflow import CLASSES
-from scintiflow.checks import REASONS
+from scintiflow.checks.suite import REASONS
 from scintiflow.domain import new_run_id
-from scintiflow.nightly import assert_accounted, drop_night_state, shards
-from scintiflow.publish import run_prefix
+from scintiflow.outputs.publish import run_prefix
+from scintiflow.pipeline.night import assert_accounted, drop_night_state, shards
 from scintiflow.settings import get_settings
 from tasks import nightly as t
 
@@ -211,7 +211,7 @@ def _summary(
 
 def _artifacts(summary: dict[str, Any], published: Any, dest: str) -> None:
     """What MLOps sees in the UI without opening the bucket (keys: lowercase and dashes)."""
-    from scintiflow.nightly import store_for
+    from scintiflow.pipeline.night import store_for
 
     store = store_for(dest)
     night = summary["night"]

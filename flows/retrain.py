@@ -1,6 +1,6 @@
 """The retrain flow: data -> (arch, fold) fits -> final fits -> register -> promotion gate.
 
-Wiring only (`tasks.retrain` around `scintiflow.retrain`). Every (arch, fold) fit is a
+Wiring only (`tasks.retrain` around `scintiflow.ml.retrain`). Every (arch, fold) fit is a
 separate task run so fits can fan out to other workers later ([F7]); the flow result and its
 artifacts record the comparison table and the gate's decision with its reason.
 """
@@ -13,8 +13,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from scintiflow.retrain import RetrainData
-from scintiflow.training import TrainConfig
+from scintiflow.ml.retrain import RetrainData
+from scintiflow.ml.training import TrainConfig
 from tasks import retrain as t
 
 
@@ -40,7 +40,7 @@ def retrain(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Cross-validate `archs` (default: all four), register the best, apply the gate."""
-    from scintiflow.models import ARCHS
+    from scintiflow.ml.models import ARCHS
 
     logger = get_run_logger()
     started = time.perf_counter()

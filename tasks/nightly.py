@@ -13,9 +13,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from scintiflow import ledger, nightly
-from scintiflow.nightly import CheckedShard, ModelRef, store_for
-from scintiflow.publish import PublishResult
+from scintiflow.outputs import ledger
+from scintiflow.outputs.publish import PublishResult
+from scintiflow.pipeline import night as nightly
+from scintiflow.pipeline.night import CheckedShard, ModelRef, store_for
 
 IO_RETRIES: dict[str, Any] = {
     "retries": 3,

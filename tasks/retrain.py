@@ -7,9 +7,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from scintiflow import retrain
-from scintiflow.retrain import FinalFit, FoldFit, RetrainData, RetrainOutcome
-from scintiflow.training import TrainConfig
+from scintiflow.ml import retrain
+from scintiflow.ml.retrain import FinalFit, FoldFit, RetrainData, RetrainOutcome
+from scintiflow.ml.training import TrainConfig
 
 
 @task(name="load-training-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])

@@ -25,8 +25,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, generate_uid
 from typer.testing import CliRunner
 
-from scintiflow import checks
-from scintiflow.checks import (
+from scintiflow.checks import suite as checks
+from scintiflow.checks.suite import (
     CHECK_VERSION,
     REASONS,
     ChecksInvariantError,
@@ -39,10 +39,11 @@ from scintiflow.checks import (
     validate_table,
 )
 from scintiflow.cli import app
-from scintiflow.dicom import DecodeReason
 from scintiflow.domain import sha256_hex
-from scintiflow.ingest import decode_objects
-from scintiflow.phantom import (
+from scintiflow.ingest.dicom import DecodeReason
+from scintiflow.ingest.objects import decode_objects
+from scintiflow.settings import Settings, get_settings
+from scintiflow.sim import (
     FAULT_KINDS,
     PHI_SENTINELS,
     PhantomCase,
@@ -51,7 +52,6 @@ from scintiflow.phantom import (
     simulate_cases,
     write_night,
 )
-from scintiflow.settings import Settings, get_settings
 from scintiflow.storage import KeyNotFoundError, LocalStore, ObjectInfo, S3Store
 
 NIGHT = date(2026, 11, 27)

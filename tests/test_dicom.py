@@ -1,4 +1,4 @@
-"""scintiflow.dicom: bundled pydicom files, a generated bad-input corpus, round trips, PHI."""
+"""scintiflow.ingest.dicom: bundled pydicom files, a generated bad-input corpus, round trips."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from scintiflow import dicom
-from scintiflow.dicom import (
+from scintiflow.domain import hash_identifier
+from scintiflow.ingest import dicom
+from scintiflow.ingest.dicom import (
     REASON_TEXT,
     DecodeError,
     DecodeReason,
@@ -43,7 +44,6 @@ from scintiflow.dicom import (
     normalise_view,
     read_header,
 )
-from scintiflow.domain import hash_identifier
 
 PATIENT_NAME = "Zzyzx^Quintessa"
 PATIENT_ID = "PID-7731-SECRET"

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from scintiflow import CLASSES
-from scintiflow.drift import (
+from scintiflow.ml.preprocess import PreprocessConfig
+from scintiflow.ml.study import simulate_study_data, training_reference
+from scintiflow.pipeline.drift import (
     DriftThresholds,
     compare,
     drift_table,
@@ -15,9 +17,7 @@ from scintiflow.drift import (
     psi,
     sample_keys,
 )
-from scintiflow.phantom import simulate_cases
-from scintiflow.preprocess import PreprocessConfig
-from scintiflow.study import simulate_study_data, training_reference
+from scintiflow.sim import simulate_cases
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from scintiflow import CLASSES
-from scintiflow.engines import (
+from scintiflow.inference.engines import (
     EngineError,
     ScoringModel,
     load_scoring_model,
@@ -18,17 +18,21 @@ from scintiflow.engines import (
     select_engine,
     softmax_probs,
 )
-from scintiflow.engines.export import export_onnx, model_onnx
-from scintiflow.engines.tensorrt_engine import engine_cache_name, strongly_typed, trt_major
-from scintiflow.models import create_model
-from scintiflow.phantom import simulate_cases
-from scintiflow.preprocess import PreprocessConfig, preprocess_batch
+from scintiflow.inference.engines.export import export_onnx, model_onnx
+from scintiflow.inference.engines.tensorrt_engine import (
+    engine_cache_name,
+    strongly_typed,
+    trt_major,
+)
+from scintiflow.ml.models import create_model
+from scintiflow.ml.preprocess import PreprocessConfig, preprocess_batch
+from scintiflow.sim import simulate_cases
 
 SIZE = 64
 
 
 def _trained(arch: str, epochs: int) -> ScoringModel:
-    from scintiflow.training import TrainConfig, fit
+    from scintiflow.ml.training import TrainConfig, fit
 
     cases = simulate_cases(48, seed=3, difficulty=0.0, class_weights=[1, 1, 1, 1])
     images = [c.image.astype(np.float32) for c in cases]
@@ -94,7 +98,7 @@ def test_auto_on_this_machine_is_onnxruntime_and_is_logged(
 
     if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
         pytest.skip("TensorRT and a GPU are present here")
-    with caplog.at_level("INFO", logger="scintiflow.engines"):
+    with caplog.at_level("INFO", logger="scintiflow.inference.engines"):
         assert select_engine("auto", True) == "onnxruntime"
     assert "engine onnxruntime" in caplog.text
 
@@ -123,7 +127,7 @@ def test_tensorrt_version_detection() -> None:
 def test_tensorrt_engine_module_imports_without_tensorrt() -> None:
     import importlib
 
-    module = importlib.import_module("scintiflow.engines.tensorrt_engine")
+    module = importlib.import_module("scintiflow.inference.engines.tensorrt_engine")
     assert hasattr(module, "TensorRTEngine")
 
 
@@ -194,7 +198,7 @@ def test_fp16_graph_for_tensorrt_11(trained: Callable[[str], ScoringModel]) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet34", "shufflenet_v2"])
 def test_ort_logits_match_torch(trained: Callable[[str], ScoringModel], arch: str) -> None:
-    from scintiflow.engines.ort_engine import OrtEngine
+    from scintiflow.inference.engines.ort_engine import OrtEngine
 
     sm = trained(arch)
     engine = OrtEngine(sm)
@@ -215,8 +219,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 def test_in_graph_cam_matches_pytorch_grad_cam(
     trained: Callable[[str], ScoringModel], arch: str
 ) -> None:
-    from scintiflow.engines.torch_engine import gradcam_maps
-    from scintiflow.explain import heatmaps
+    from scintiflow.inference.engines.torch_engine import gradcam_maps
+    from scintiflow.inference.explain import heatmaps
 
     sm = trained(arch)
     x = _sim_batch(12)
@@ -263,7 +267,7 @@ def test_non_gap_heads_get_maps_through_pytorch_grad_cam(
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from scintiflow.models import cam_target_layer
+    from scintiflow.ml.models import cam_target_layer
 
     # Trained: a random net's Grad-CAM is near-constant, and min-max scaling turns float
     # noise into arbitrary maps.
@@ -304,9 +308,9 @@ def test_bad_batch_shape_is_rejected(trained: Callable[[str], ScoringModel]) -> 
 def test_onnx_is_exported_once_into_the_version_folder(
     tmp_path: object, trained: Callable[[str], ScoringModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from scintiflow.engines import export as export_module
-    from scintiflow.models import state_dict_bytes
-    from scintiflow.registry import register_version
+    from scintiflow.inference.engines import export as export_module
+    from scintiflow.ml.models import state_dict_bytes
+    from scintiflow.ml.registry import register_version
     from scintiflow.storage import LocalStore
 
     sm = trained("shufflenet_v2")
@@ -364,9 +368,9 @@ def test_tensorrt_engine_builds_caches_and_matches_torch(
     pytest.importorskip("tensorrt")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    from scintiflow.engines.tensorrt_engine import TensorRTEngine
-    from scintiflow.models import state_dict_bytes
-    from scintiflow.registry import register_version
+    from scintiflow.inference.engines.tensorrt_engine import TensorRTEngine
+    from scintiflow.ml.models import state_dict_bytes
+    from scintiflow.ml.registry import register_version
     from scintiflow.storage import LocalStore
 
     sm = trained("resnet34")

@@ -10,7 +10,7 @@ import pytest
 from sklearn import metrics as skm
 
 from scintiflow import CLASSES
-from scintiflow.evaluation import (
+from scintiflow.ml.evaluation import (
     ArchResult,
     ClassificationMetrics,
     EvalSet,
@@ -28,7 +28,7 @@ from scintiflow.evaluation import (
     softmax,
     summarize_folds,
 )
-from scintiflow.readers import ReaderRead
+from scintiflow.ml.readers import ReaderRead
 
 K = len(CLASSES)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scintiflow.explain import (
+from scintiflow.inference.explain import (
     encode_png,
     heatmaps,
     map_png16,

@@ -25,8 +25,7 @@ from uuid import UUID
 import pytest
 
 from scintiflow import CLASSES
-from scintiflow.phantom import PHI_SENTINELS, SENTINEL_PATIENT_ID, write_night
-from scintiflow.publish import (
+from scintiflow.outputs.publish import (
     InjectedFaultError,
     complete_manifests,
     latest_key,
@@ -34,6 +33,7 @@ from scintiflow.publish import (
     read_latest,
     verify_manifest,
 )
+from scintiflow.sim import PHI_SENTINELS, SENTINEL_PATIENT_ID, write_night
 from scintiflow.storage import LocalStore, ObjectStore
 
 NIGHT = date(2026, 11, 27)
@@ -65,10 +65,10 @@ def register_random_champion(store: ObjectStore, *, promote: bool = True) -> str
     """A random-init ShuffleNetV2 at 64 px with a real training reference (no training)."""
     import torch
 
-    from scintiflow.models import create_model, state_dict_bytes
-    from scintiflow.preprocess import PreprocessConfig
-    from scintiflow.registry import apply_gate, promotion_decision, register_version
-    from scintiflow.study import simulate_study_data, training_reference
+    from scintiflow.ml.models import create_model, state_dict_bytes
+    from scintiflow.ml.preprocess import PreprocessConfig
+    from scintiflow.ml.registry import apply_gate, promotion_decision, register_version
+    from scintiflow.ml.study import simulate_study_data, training_reference
 
     torch.manual_seed(0)
     model = create_model("shufflenet_v2").eval()
@@ -114,7 +114,7 @@ def _faults(store: ObjectStore) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def base_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry with a champion (copied per test: registering costs a second or two)."""
-    from scintiflow.engines import load_scoring_model, open_engine
+    from scintiflow.inference.engines import load_scoring_model, open_engine
 
     root = tmp_path_factory.mktemp("registry")
     store = LocalStore(root)
@@ -169,7 +169,7 @@ def test_nightly_end_to_end_counts_accounting_and_artifacts(
     assert manifest["engine"] == "onnxruntime"
     assert manifest["code_version"]
     assert verify_manifest(store, manifest) == []
-    assert manifest["drift"]["schema"] == "scintiflow.drift/1"
+    assert manifest["drift"]["schema"] == "scintiflow.pipeline.drift/1"
     assert {"check", "score", "publish"} <= set(manifest["timings_s"])
     # outputs: every heatmap named by a row was read back and hashed into the manifest
     assert all(r["overlay_key"] in manifest["outputs"] for r in rows)
@@ -344,7 +344,7 @@ def test_phi_sentinel_night_on_s3_leaks_nowhere(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from scintiflow.nightly import store_for
+    from scintiflow.pipeline.night import store_for
     from scintiflow.settings import get_settings
 
     monkeypatch.setenv("SCINTIFLOW_S3_ENDPOINT_URL", s3_endpoint)
@@ -408,7 +408,7 @@ def _task_run_names(flow_run_id: UUID) -> list[str]:
 @pytest.mark.slow
 def test_retrain_fits_folds_as_tasks_registers_and_gates(prefect_api: None, tmp_path: Path) -> None:
     from flows.retrain import retrain
-    from scintiflow.registry import champion_version, list_versions
+    from scintiflow.ml.registry import champion_version, list_versions
 
     store = LocalStore(tmp_path / "bucket")
     train_night, ext_night = date(2026, 11, 1), date(2026, 11, 2)
@@ -515,7 +515,7 @@ def test_flow_and_plain_loop_give_the_same_night(prefect_api: None, store: Local
     """`nightly.run_night` (the benchmark's baseline, no Prefect) and the flow agree."""
     import shutil
 
-    from scintiflow.nightly import run_night
+    from scintiflow.pipeline.night import run_night
 
     write_night(store, night=NIGHT, n=10, sites=("A", "B"), seed=31, bad_fraction=0.15)
     twin = LocalStore(Path(str(store.root) + "-twin"))

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from scintiflow.domain import sha256_hex
-from scintiflow.ledger import Outcome, ledger_key, lookup, outcomes_by_manifest, read_entry, record
+from scintiflow.outputs.ledger import (
+    Outcome,
+    ledger_key,
+    lookup,
+    outcomes_by_manifest,
+    read_entry,
+    record,
+)
 from scintiflow.storage import LocalStore
 
 A, B = sha256_hex(b"a"), sha256_hex(b"b")

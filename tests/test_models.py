@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scintiflow.models import (
+from scintiflow.ml.models import (
     ARCHS,
     MODEL_SPECS,
     WeightsError,

@@ -30,8 +30,8 @@ def test_every_module_is_found() -> None:
     names = _all_scintiflow_modules()
     for required in (
         "scintiflow.storage",
-        "scintiflow.dicom",
-        "scintiflow.phantom",
+        "scintiflow.ingest.dicom",
+        "scintiflow.sim",
         "scintiflow.settings",
         "scintiflow.cli",
     ):
@@ -107,7 +107,7 @@ def test_settings_read_prefixed_variables(monkeypatch) -> None:  # type: ignore[
 def test_readme_documents_every_decode_reason_code() -> None:
     from pathlib import Path
 
-    from scintiflow.dicom import DecodeReason
+    from scintiflow.ingest.dicom import DecodeReason
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [r.value for r in DecodeReason if f"`{r.value}`" not in readme]
@@ -117,7 +117,7 @@ def test_readme_documents_every_decode_reason_code() -> None:
 def test_readme_documents_every_check_reason_code() -> None:
     from pathlib import Path
 
-    from scintiflow.checks import REASONS
+    from scintiflow.checks.suite import REASONS
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [code for code in REASONS if f"`{code}`" not in readme]

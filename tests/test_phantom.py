@@ -17,7 +17,7 @@ from PIL import Image
 
 from scintiflow import CLASSES
 from scintiflow.domain import sha256_hex
-from scintiflow.phantom import (
+from scintiflow.sim import (
     ENCODINGS,
     FAULT_KINDS,
     NM_IMAGE_STORAGE,
@@ -515,7 +515,7 @@ def test_write_night_with_local_store(tmp_path: Path) -> None:
 
 
 def test_every_good_file_decodes_to_the_simulated_image(night_files: list[SimulatedFile]) -> None:
-    from scintiflow.dicom import DecodeError, decode_dicom
+    from scintiflow.ingest.dicom import DecodeError, decode_dicom
 
     for f in night_files:
         if f.fault is None:

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from scintiflow.phantom import simulate_case
-from scintiflow.preprocess import (
+from scintiflow.ml.preprocess import (
     Augment,
     PreprocessConfig,
     normalise_counts,
     preprocess,
     preprocess_batch,
 )
+from scintiflow.sim import simulate_case
 
 
 @pytest.fixture(scope="module")

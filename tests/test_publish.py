@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from scintiflow.domain import sha256_hex
-from scintiflow.ledger import Outcome
-from scintiflow.publish import (
+from scintiflow.outputs.ledger import Outcome
+from scintiflow.outputs.publish import (
     InjectedFaultError,
     PublishError,
     QuarantinedInput,

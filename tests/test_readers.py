@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scintiflow import CLASSES
-from scintiflow.readers import (
+from scintiflow.ml.readers import (
     SIMULATED_READERS,
     ReaderRead,
     ReadersCsvError,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from scintiflow import CLASSES
-from scintiflow.registry import (
+from scintiflow.ml.registry import (
     RegistryError,
     apply_gate,
     champion_record,
@@ -56,7 +56,7 @@ def _register(store: ObjectStore, weights: bytes = b"w", **kw: Any) -> str:
 def test_roundtrip_restores_the_same_logits(store: ObjectStore) -> None:
     import torch
 
-    from scintiflow.models import create_model, state_dict_bytes
+    from scintiflow.ml.models import create_model, state_dict_bytes
 
     torch.manual_seed(0)
     model = create_model("shufflenet_v2", num_classes=4, weights="none").eval()

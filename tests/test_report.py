@@ -28,8 +28,8 @@ from pydicom import dcmread
 from typer.testing import CliRunner
 
 from scintiflow import CLASSES
-from scintiflow.phantom import PHI_SENTINELS, SENTINEL_ACCESSION, SENTINEL_PATIENT_ID, write_night
-from scintiflow.report import (
+from scintiflow.inference.score import results_prefix
+from scintiflow.outputs.report import (
     DEFAULT_BROWSER,
     DISCLAIMER,
     RenderedReport,
@@ -46,7 +46,7 @@ from scintiflow.report import (
     screenshot,
     worklist_order,
 )
-from scintiflow.score import results_prefix
+from scintiflow.sim import PHI_SENTINELS, SENTINEL_ACCESSION, SENTINEL_PATIENT_ID, write_night
 from scintiflow.storage import LocalStore, ObjectStore
 
 NIGHT = date(2026, 11, 27)
@@ -87,10 +87,10 @@ class Run:
 
 def _register(store: ObjectStore) -> str:
     """A random-init ShuffleNetV2 whose head is centred, so predictions vary between images."""
-    from scintiflow.models import classifier_layer, create_model, state_dict_bytes
-    from scintiflow.phantom import simulate_cases
-    from scintiflow.preprocess import PreprocessConfig, preprocess_batch
-    from scintiflow.registry import register_version
+    from scintiflow.ml.models import classifier_layer, create_model, state_dict_bytes
+    from scintiflow.ml.preprocess import PreprocessConfig, preprocess_batch
+    from scintiflow.ml.registry import register_version
+    from scintiflow.sim import simulate_cases
 
     torch.manual_seed(0)
     model = create_model("shufflenet_v2").eval()
@@ -133,9 +133,9 @@ def _inject_xss_name(store: ObjectStore) -> str:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    from scintiflow.checks import run_checks
-    from scintiflow.engines import load_scoring_model, open_engine
-    from scintiflow.score import score_keys
+    from scintiflow.checks.suite import run_checks
+    from scintiflow.inference.engines import load_scoring_model, open_engine
+    from scintiflow.inference.score import score_keys
 
     capture = _Capture()
     root_logger = logging.getLogger()
@@ -246,7 +246,7 @@ def test_summary_counts_classes_flagged_and_quarantine(run: Run) -> None:
         n = sum(1 for r in rows if r["predicted_label"] == cls)
         assert re.search(rf'<tr data-class="{cls}"><td>{cls}</td><td>{n}</td>', page)
     # quarantine section: each reject code with its file count and plain-language text
-    from scintiflow.checks import REASONS
+    from scintiflow.checks.suite import REASONS
 
     expected: dict[str, int] = {}
     for codes in checks["quarantined"].values():
@@ -318,7 +318,7 @@ def test_no_phi_in_keys_logs_or_json(run: Run) -> None:
 
 
 def test_secondary_captures_in_the_original_study(run: Run, tmp_path: Path) -> None:
-    from scintiflow.secondary_capture import PATIENT_MODULE_KEYWORDS, png_rgb, sc_key
+    from scintiflow.outputs.secondary_capture import PATIENT_MODULE_KEYWORDS, png_rgb, sc_key
 
     assert set(run.rendered.sc_keys) == {r["sha256"] for r in run.inp.rows}
     for row in run.inp.rows:
@@ -391,7 +391,7 @@ def test_report_input_tolerates_a_bare_run_folder(tmp_path: Path, run: Run) -> N
 def test_publish_hook_uses_the_manifest_draft_and_the_published_quarantine(
     run: Run, tmp_path: Path
 ) -> None:
-    from scintiflow.report import render_run_report
+    from scintiflow.outputs.report import render_run_report
 
     copy = LocalStore(tmp_path / "bucket")
     gone = run.inp.rows[-1]["key"]  # an export deleted after scoring
@@ -401,8 +401,8 @@ def test_publish_hook_uses_the_manifest_draft_and_the_published_quarantine(
         copy.put(info.key, run.store.get(info.key))
     extra = {"key": f"exports/{NIGHT}/site-A/late.dcm", "codes": ["corrupt_pixel_data"]}
     copy.put(f"{PREFIX}/quarantined.jsonl", (json.dumps(extra) + "\n").encode())
-    drift = {  # the shape of `scintiflow.drift.compare`'s report
-        "schema": "scintiflow.drift/1",
+    drift = {  # the shape of `scintiflow.pipeline.drift.compare`'s report
+        "schema": "scintiflow.pipeline.drift/1",
         "status": "drift",
         "drift": True,
         "drifted_features": ["total_counts"],

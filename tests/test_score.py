@@ -16,10 +16,9 @@ import torch
 from PIL import Image
 
 from scintiflow import CLASSES
-from scintiflow.engines import ScoringModel, load_scoring_model, open_engine
-from scintiflow.explain import png_chunk_types
-from scintiflow.phantom import PHI_SENTINELS, write_night
-from scintiflow.score import (
+from scintiflow.inference.engines import ScoringModel, load_scoring_model, open_engine
+from scintiflow.inference.explain import png_chunk_types
+from scintiflow.inference.score import (
     PREDICTION_COLUMNS,
     heatmap_keys,
     read_predictions,
@@ -27,6 +26,7 @@ from scintiflow.score import (
     score_batch,
     score_keys,
 )
+from scintiflow.sim import PHI_SENTINELS, write_night
 from scintiflow.storage import LocalStore, ObjectStore
 
 NIGHT = date(2026, 11, 27)
@@ -39,9 +39,9 @@ def _centre_head(model: torch.nn.Module, arch: str) -> None:
     Random features share a large common component, so a random head predicts one class for
     everything; subtracting the mean logit makes batch-size checks meaningful.
     """
-    from scintiflow.models import classifier_layer
-    from scintiflow.phantom import simulate_cases
-    from scintiflow.preprocess import PreprocessConfig, preprocess_batch
+    from scintiflow.ml.models import classifier_layer
+    from scintiflow.ml.preprocess import PreprocessConfig, preprocess_batch
+    from scintiflow.sim import simulate_cases
 
     fc = classifier_layer(model, arch)
     cases = simulate_cases(24, sites=("A", "C"), seed=1)
@@ -54,9 +54,9 @@ def _centre_head(model: torch.nn.Module, arch: str) -> None:
 
 
 def _register(store: ObjectStore, arch: str = "shufflenet_v2", seed: int = 0) -> str:
-    from scintiflow.models import create_model, state_dict_bytes
-    from scintiflow.preprocess import PreprocessConfig
-    from scintiflow.registry import apply_gate, promotion_decision, register_version
+    from scintiflow.ml.models import create_model, state_dict_bytes
+    from scintiflow.ml.preprocess import PreprocessConfig
+    from scintiflow.ml.registry import apply_gate, promotion_decision, register_version
 
     torch.manual_seed(seed)
     model = create_model(arch).eval()
@@ -132,7 +132,7 @@ def test_every_key_ends_scored_or_failed_with_a_reason(
 def test_heatmaps_match_each_matrix_and_carry_no_text(
     night: LocalStore, model: ScoringModel
 ) -> None:
-    from scintiflow.dicom import decode_dicom
+    from scintiflow.ingest.dicom import decode_dicom
 
     keys = _keys(night)
     engine = open_engine("onnxruntime", model)
@@ -224,8 +224,8 @@ def test_local_and_s3_stores_give_identical_predictions(
 
 _STREAM_SCRIPT = r"""
 import json, resource, sys
-from scintiflow.engines import load_scoring_model, open_engine
-from scintiflow.score import score_keys
+from scintiflow.inference.engines import load_scoring_model, open_engine
+from scintiflow.inference.score import score_keys
 from scintiflow.storage import LocalStore
 
 store = LocalStore(sys.argv[1])
@@ -311,7 +311,7 @@ def test_cli_takes_a_version_folder_url_as_model(night: LocalStore, tmp_path: Pa
     from typer.testing import CliRunner
 
     from scintiflow.cli import app
-    from scintiflow.registry import champion_version
+    from scintiflow.ml.registry import champion_version
 
     version = champion_version(night, "thyroid")
     source = LocalStore(str(tmp_path / "elsewhere"))

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
-from scintiflow.dicom import decode_dicom
-from scintiflow.explain import overlay_png
-from scintiflow.phantom import write_night
-from scintiflow.secondary_capture import (
+from scintiflow.inference.explain import overlay_png
+from scintiflow.ingest.dicom import decode_dicom
+from scintiflow.outputs.secondary_capture import (
     PATIENT_MODULE_KEYWORDS,
     build_secondary_capture,
     encode,
@@ -26,6 +25,7 @@ from scintiflow.secondary_capture import (
     series_description,
     source_frame_number,
 )
+from scintiflow.sim import write_night
 from scintiflow.storage import LocalStore
 
 DCIODVFY = shutil.which("dciodvfy")

@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import scintiflow.evaluation
-import scintiflow.study as study_mod
+import scintiflow.ml.evaluation
+import scintiflow.ml.study as study_mod
 from scintiflow import CLASSES
 from scintiflow.cli import app
-from scintiflow.phantom import write_night
-from scintiflow.preprocess import PreprocessConfig, preprocess_batch
-from scintiflow.storage import LocalStore
-from scintiflow.study import (
+from scintiflow.ml.preprocess import PreprocessConfig, preprocess_batch
+from scintiflow.ml.study import (
     STUDY_SHAPE,
     StudyDataError,
     _inner_split,
@@ -31,7 +29,9 @@ from scintiflow.study import (
     simulated_reader_reads,
     study_table,
 )
-from scintiflow.training import TrainConfig
+from scintiflow.ml.training import TrainConfig
+from scintiflow.sim import write_night
+from scintiflow.storage import LocalStore
 
 TINY = TrainConfig(epochs=1, image_size=32, batch_size=16, seed=0)
 
@@ -74,7 +74,7 @@ def test_holdouts_keep_patients_whole_and_classes_present() -> None:
 def spy_folds(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """Record the folds the runner asks for and the patients each fit trains on."""
     seen: dict[str, list[Any]] = {"folds": [], "fits": []}
-    real_folds = scintiflow.evaluation.patient_grouped_folds
+    real_folds = scintiflow.ml.evaluation.patient_grouped_folds
     real_fit = study_mod._fit_once
 
     def folds(*args: Any, **kwargs: Any) -> Any:
@@ -86,7 +86,7 @@ def spy_folds(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         seen["fits"].append((kwargs["fold"], set(groups.tolist())))
         return real_fit(arch, images, y, groups, **kwargs)
 
-    monkeypatch.setattr(scintiflow.evaluation, "patient_grouped_folds", folds)
+    monkeypatch.setattr(scintiflow.ml.evaluation, "patient_grouped_folds", folds)
     monkeypatch.setattr(study_mod, "_fit_once", fit_once)
     return seen
 
@@ -129,7 +129,7 @@ def test_run_study_end_to_end(tmp_path: Path, spy_folds: dict[str, list[Any]]) -
     assert result.config["train"]["lr"] == {"shufflenet_v2": 2e-3}  # the arch's default
 
     # The version folder holds the model, its preprocessing, lineage and the report.
-    from scintiflow.registry import champion_version, load_model, read_version
+    from scintiflow.ml.registry import champion_version, load_model, read_version
 
     base = f"models/thyroid/{first.version}"
     for name in ("weights.pt", "preprocess.json", "lineage.json", "report.html", "report.md"):
@@ -147,8 +147,8 @@ def test_run_study_end_to_end(tmp_path: Path, spy_folds: dict[str, list[Any]]) -
     model, meta = load_model(store, "thyroid", first.version)
     internal = next(e for e in arch.eval_sets if e.name == "internal")
     x = preprocess_batch([im.pixels for im in data.internal], PreprocessConfig(**meta.preprocess))
-    from scintiflow.evaluation import softmax
-    from scintiflow.training import predict_logits
+    from scintiflow.ml.evaluation import softmax
+    from scintiflow.ml.training import predict_logits
 
     probs = softmax(predict_logits(model, x), meta.temperature)
     assert np.allclose(probs, internal.probs, atol=1e-5)
@@ -171,7 +171,7 @@ def test_run_study_end_to_end(tmp_path: Path, spy_folds: dict[str, list[Any]]) -
 
 
 def _patient_ids(data: Any) -> set[str]:
-    from scintiflow.phantom import simulate_cases
+    from scintiflow.sim import simulate_cases
 
     src = data.source
     n_ab = len(data.train) + len(data.internal)

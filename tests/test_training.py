@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from scintiflow import CLASSES
-from scintiflow.models import create_model
-from scintiflow.phantom import simulate_cases
-from scintiflow.preprocess import PreprocessConfig, preprocess_batch
-from scintiflow.training import (
+from scintiflow.ml.models import create_model
+from scintiflow.ml.preprocess import PreprocessConfig, preprocess_batch
+from scintiflow.ml.training import (
     TrainConfig,
     available_cores,
     class_weights,
@@ -20,6 +19,7 @@ from scintiflow.training import (
     resolve_device,
     resolve_lr,
 )
+from scintiflow.sim import simulate_cases
 
 
 def _easy(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from scintiflow import CLASSES
-from scintiflow.evaluation import (
+from scintiflow.ml.evaluation import (
     ArchResult,
     EvalSet,
     StudyResult,
@@ -21,8 +21,8 @@ from scintiflow.evaluation import (
     softmax,
     summarize_folds,
 )
-from scintiflow.readers import ReaderRead, simulate_reads
-from scintiflow.training_report import model_card, render_training_report
+from scintiflow.ml.readers import ReaderRead, simulate_reads
+from scintiflow.ml.training_report import model_card, render_training_report
 
 ARCHS = ("alexnet", "shufflenet_v2", "mobilenet_v3", "resnet34")
 EVIL = "<script>alert(1)</script>"

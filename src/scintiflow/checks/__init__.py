@@ -1,0 +1,1 @@
+"""Data checks: the checks table, the Great Expectations suite, quarantine."""

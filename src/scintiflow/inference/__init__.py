@@ -1,0 +1,1 @@
+"""Scoring: engines (torch, ONNX Runtime, TensorRT), heatmaps, prediction rows."""

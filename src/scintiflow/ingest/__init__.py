@@ -1,0 +1,1 @@
+"""Reading a night's exports: listing, fetching, DICOM decoding."""

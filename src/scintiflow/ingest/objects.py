@@ -1,0 +1,111 @@
+"""Read a night's exports from the store and decode them, never losing a file.
+
+Each listed key becomes exactly one `DecodedObject`: a record, or a reason code for why there
+is none (a decode failure or a storage error). Later steps (checks, scoring) build on this.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from typing import TypeVar
+
+from scintiflow.domain import ImageRecord, sha256_hex
+from scintiflow.ingest.dicom import DecodeError, DicomHeader, decode_dicom
+from scintiflow.storage import ObjectStore, StoreError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedObject:
+    """The outcome for one stored object: `record` when it decoded, else `reason`.
+
+    `header` is the non-PHI format summary of a file that failed to decode but was parsed far
+    enough to have one (modality, matrix, bits, ...), so the data checks can still describe
+    it; it is None for successful decodes (the record holds those facts) and for files that
+    are not DICOM at all or could not be read.
+    """
+
+    key: str
+    size: int
+    sha256: str | None
+    record: ImageRecord | None
+    reason: str | None = None
+    message: str | None = None
+    header: DicomHeader | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.record is not None
+
+
+def night_prefix(night: date | str, exports_prefix: str = "exports") -> str:
+    """The key prefix of one night's exports, e.g. `exports/2026-11-27/`."""
+    day = night if isinstance(night, str) else night.isoformat()
+    date.fromisoformat(day)  # reject anything that is not YYYY-MM-DD
+    return f"{exports_prefix}/{day}/"
+
+
+def decode_object(
+    store: ObjectStore,
+    key: str,
+    *,
+    preferred_view: str = "anterior",
+    patient_hash_key: bytes = b"scintiflow-default-phi-key",
+) -> DecodedObject:
+    """Fetch and decode one object; storage and decode failures become reason codes."""
+    try:
+        data = store.get(key)
+    except StoreError as exc:
+        return DecodedObject(key, 0, None, None, exc.reason, str(exc))
+    digest = sha256_hex(data)
+    try:
+        record = decode_dicom(
+            data, preferred_view=preferred_view, patient_hash_key=patient_hash_key
+        )
+    except DecodeError as exc:
+        return DecodedObject(
+            key, len(data), digest, None, str(exc.reason), exc.message, header=exc.header
+        )
+    return DecodedObject(key, len(data), digest, record)
+
+
+def decode_objects(
+    store: ObjectStore,
+    keys: Iterable[str],
+    *,
+    workers: int = 0,
+    preferred_view: str = "anterior",
+    patient_hash_key: bytes = b"scintiflow-default-phi-key",
+) -> Iterator[DecodedObject]:
+    """Decode many objects in a thread pool, yielding results in input order as they finish."""
+
+    def one(key: str) -> DecodedObject:
+        return decode_object(
+            store, key, preferred_view=preferred_view, patient_hash_key=patient_hash_key
+        )
+
+    return bounded_map(one, keys, workers=workers or os.cpu_count() or 1)
+
+
+def bounded_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int) -> Iterator[R]:
+    """`map` over a thread pool with at most `4 * workers` items in flight, order preserved.
+
+    Unlike `Executor.map` it does not submit the whole input up front, so a night of many
+    thousand files streams through in bounded memory.
+    """
+    window = max(1, 4 * workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

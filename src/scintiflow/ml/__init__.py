@@ -1,0 +1,1 @@
+"""Models, preprocessing, training, evaluation, the study protocol and the registry."""

@@ -1,0 +1,1 @@
+"""What a night publishes: report, DICOM Secondary Capture, manifest, ledger."""

@@ -1,0 +1,1 @@
+"""The night's steps without Prefect: shards, merge, drift, the plain loop."""
