@@ -53,7 +53,9 @@ def main() -> None:
 
         # decode only (thread pool)
         start = time.perf_counter()
-        for _ in decode_objects(store, keys, workers=workers):
+        for _ in decode_objects(
+            store, keys, workers=workers, patient_hash_key=b"benchmark-phi-key"
+        ):
             pass
         decode_s = time.perf_counter() - start
 

@@ -163,7 +163,12 @@ def run(
     keys = sorted(labels)
     from scintiflow.ingest.objects import decode_object
 
-    pixels = [rec.pixels for k in keys if (rec := decode_object(source, k).record) is not None]
+    pixels = [
+        rec.pixels
+        for k in keys
+        if (rec := decode_object(source, k, patient_hash_key=b"benchmark-phi-key").record)
+        is not None
+    ]
     y = np.array([CLASSES.index(labels[k]) for k in keys])
     model, arch = _load_model(registry, model_name, model_version, arch)
     rows: list[list[str]] = []

@@ -734,8 +734,12 @@ def test_duplicate_tracker_spans_batches(tmp_path: Path) -> None:
     store.put("a/1.dcm", _good_plain())
     store.put("a/2.dcm", store.get("a/1.dcm"))
     tracker = DuplicateTracker()
-    first = build_checks_table(decode_objects(store, ["a/1.dcm"]), tracker=tracker)
-    second = build_checks_table(decode_objects(store, ["a/2.dcm"]), tracker=tracker)
+    first = build_checks_table(
+        decode_objects(store, ["a/1.dcm"], patient_hash_key=b"test-phi-key"), tracker=tracker
+    )
+    second = build_checks_table(
+        decode_objects(store, ["a/2.dcm"], patient_hash_key=b"test-phi-key"), tracker=tracker
+    )
     assert first["duplicate_bytes"].tolist() == [False]
     assert second["duplicate_bytes"].tolist() == [True]
     assert second["duplicate_sop_instance"].tolist() == [True]

@@ -139,7 +139,7 @@ def test_heatmaps_match_each_matrix_and_carry_no_text(
     result = score_batch(night, keys, engine, model, night, "results/x/run-b", workers=2)
     shapes = set()
     for row in result.rows:
-        record = decode_dicom(night.get(row.key))
+        record = decode_dicom(night.get(row.key), patient_hash_key=b"test-phi-key")
         overlay, raw = night.get(row.overlay_key), night.get(row.heatmap_key)
         for data in (overlay, raw):
             assert not set(png_chunk_types(data)) & {"tEXt", "zTXt", "iTXt"}

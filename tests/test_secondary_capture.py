@@ -68,7 +68,7 @@ def _heat(rows: int, cols: int) -> np.ndarray:
 
 
 def _build(data: bytes, label: str = "graves") -> tuple[bytes, np.ndarray, int]:
-    record = decode_dicom(data)
+    record = decode_dicom(data, patient_hash_key=b"test-phi-key")
     overlay = png_rgb(overlay_png(record.pixels, _heat(record.rows, record.cols)))
     source = read_source(data)
     series, sop = sc_uids("run-1", str(source.StudyInstanceUID), "ab" * 32)
@@ -132,7 +132,7 @@ def test_same_study_and_patient_new_series_derived(sources: list[bytes]) -> None
         assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID
         assert ref.ReferencedSOPClassUID == src.SOPClassUID
         if frames > 1:
-            record = decode_dicom(data)
+            record = decode_dicom(data, patient_hash_key=b"test-phi-key")
             assert ref.ReferencedFrameNumber == record.frame_index + 1
         else:
             assert "ReferencedFrameNumber" not in ref

@@ -56,10 +56,13 @@ def decode_object(
     store: ObjectStore,
     key: str,
     *,
+    patient_hash_key: bytes,
     preferred_view: str = "anterior",
-    patient_hash_key: bytes = b"scintiflow-default-phi-key",
 ) -> DecodedObject:
-    """Fetch and decode one object; storage and decode failures become reason codes."""
+    """Fetch and decode one object; storage and decode failures become reason codes.
+
+    `patient_hash_key` keys the Patient ID hash (production: the settings' PHI hash key).
+    """
     try:
         data = store.get(key)
     except StoreError as exc:
@@ -80,9 +83,9 @@ def decode_objects(
     store: ObjectStore,
     keys: Iterable[str],
     *,
+    patient_hash_key: bytes,
     workers: int = 0,
     preferred_view: str = "anterior",
-    patient_hash_key: bytes = b"scintiflow-default-phi-key",
 ) -> Iterator[DecodedObject]:
     """Decode many objects in a thread pool, yielding results in input order as they finish."""
 

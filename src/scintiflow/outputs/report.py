@@ -481,7 +481,7 @@ def _gather(source: ObjectStore, results: ObjectStore, study: _Study, preferred_
         try:
             study.header = read_source(data)
             study.identifiers = read_identifiers(study.header)
-            record = decode_dicom(data, preferred_view=preferred_view)
+            record = decode_dicom(data, preferred_view=preferred_view, patient_hash_key=None)
             study.scan_uri = scan_thumbnail(record.pixels)
             study.frame = source_frame_number(record.frames, record.frame_index)
         except Exception:  # a decode error or a pydicom one: its message may quote tag values

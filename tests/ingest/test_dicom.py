@@ -34,7 +34,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from scintiflow.domain import hash_identifier
+from scintiflow.domain import ImageRecord, hash_identifier
 from scintiflow.ingest import dicom
 from scintiflow.ingest.dicom import (
     REASON_TEXT,
@@ -44,7 +44,9 @@ from scintiflow.ingest.dicom import (
     normalise_view,
     read_header,
 )
+from scintiflow.ingest.dicom import pixels as dicom_pixels
 
+TEST_KEY = b"scintiflow-test-phi-key"
 PATIENT_NAME = "Zzyzx^Quintessa"
 PATIENT_ID = "PID-7731-SECRET"
 PHI_STRINGS = (PATIENT_NAME, "Zzyzx", "Quintessa", PATIENT_ID, "7731", "19510723")
@@ -64,6 +66,11 @@ VIEW_CODES = {  # CID 26: code value, meaning
 
 # ---------------------------------------------------------------------------------------
 # Building test objects
+
+
+def decode(data: bytes, **kwargs: Any) -> ImageRecord:
+    """`decode_dicom` with the test PHI hash key (the key is a required argument)."""
+    return decode_dicom(data, patient_hash_key=TEST_KEY, **kwargs)
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -535,7 +542,7 @@ CORPUS: list[tuple[str, Callable[[], bytes], str]] = [
 
 def outcome(data: bytes, preferred_view: str = "anterior") -> str:
     try:
-        decode_dicom(data, preferred_view=preferred_view)
+        decode(data, preferred_view=preferred_view)
     except DecodeError as exc:
         return exc.reason.value
     return "ok"
@@ -593,7 +600,7 @@ def test_bundled_decodes_match_pydicom_pixels() -> None:
         if expected != "ok":
             continue
         data = BUNDLED[name].read_bytes()
-        record = decode_dicom(data)
+        record = decode(data)
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -625,7 +632,7 @@ def test_corpus_errors_carry_text_and_no_phi() -> None:
         if expected == "ok":
             continue
         with pytest.raises(DecodeError) as info:
-            decode_dicom(make())
+            decode(make())
         error = info.value
         assert error.reason.value == expected, case
         assert error.message, case
@@ -644,7 +651,7 @@ def test_every_reason_has_text() -> None:
 
 def test_header_survives_pixel_failures() -> None:
     with pytest.raises(DecodeError) as info:
-        decode_dicom(VALID[:-10])
+        decode(VALID[:-10])
     header = info.value.header
     assert header is not None
     assert (header.rows, header.cols, header.bits_allocated) == (16, 16, 16)
@@ -652,7 +659,7 @@ def test_header_survives_pixel_failures() -> None:
     assert header.has_pixel_data
 
     with pytest.raises(DecodeError) as info:
-        decode_dicom(nm_colour("RGB", 3))
+        decode(nm_colour("RGB", 3))
     assert info.value.header is not None
     assert info.value.header.samples_per_pixel == 3
 
@@ -714,7 +721,7 @@ def test_byte_flips_raise_only_decode_error() -> None:
             for position in rng.integers(0, len(source), size=int(rng.integers(1, 6))):
                 mutated[position] = int(rng.integers(0, 256))
             try:
-                decode_dicom(bytes(mutated))
+                decode(bytes(mutated))
                 outcomes.add("ok")
             except DecodeError as exc:
                 outcomes.add(exc.reason.value)
@@ -723,27 +730,27 @@ def test_byte_flips_raise_only_decode_error() -> None:
 
 
 def test_decode_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = dicom._decode_frame
+    real = dicom_pixels.decode_frame
 
     def slow(ds: Dataset, index: int | None) -> np.ndarray:
         time.sleep(0.5)
         return real(ds, index)
 
-    monkeypatch.setattr(dicom, "_decode_frame", slow)
+    monkeypatch.setattr(dicom_pixels, "decode_frame", slow)
     data, _ = nm_compressed(JPEG2000Lossless)
     with pytest.raises(DecodeError) as info:
-        decode_dicom(data, decode_timeout_s=0.05)
+        decode(data, decode_timeout_s=0.05)
     assert info.value.reason is DecodeReason.DECODE_TIMEOUT
-    assert decode_dicom(data, decode_timeout_s=5.0).rows == 64
+    assert decode(data, decode_timeout_s=5.0).rows == 64
 
 
 def test_unexpected_exception_becomes_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(ds: Dataset, index: int | None) -> np.ndarray:
+    def broken(ds: Dataset, raw: np.ndarray, slope: float | None, intercept: float | None) -> Any:
         raise RuntimeError(f"boom {PATIENT_ID}")
 
-    monkeypatch.setattr(dicom, "_to_counts", broken)
+    monkeypatch.setattr(dicom_pixels, "to_counts", broken)
     with pytest.raises(DecodeError) as info:
-        decode_dicom(VALID)
+        decode(VALID)
     assert info.value.reason is DecodeReason.UNREADABLE_DICOM
     assert PATIENT_ID not in str(info.value)
     assert info.value.__cause__ is None
@@ -756,7 +763,7 @@ def test_unexpected_exception_becomes_unreadable(monkeypatch: pytest.MonkeyPatch
 
 def test_native_round_trip_and_metadata() -> None:
     pixels = default_pixels(32, 24)
-    record = decode_dicom(nm_bytes(rows=32, cols=24, pixels=pixels))
+    record = decode(nm_bytes(rows=32, cols=24, pixels=pixels))
     assert record.pixels.dtype == np.float32
     assert record.pixels.flags.c_contiguous
     np.testing.assert_array_equal(record.pixels, pixels.astype(np.float32))
@@ -783,7 +790,7 @@ def test_native_round_trip_and_metadata() -> None:
 
 def test_rescale_applied() -> None:
     pixels = default_pixels()
-    record = decode_dicom(changed(RescaleSlope="0.5", RescaleIntercept="-3"))
+    record = decode(changed(RescaleSlope="0.5", RescaleIntercept="-3"))
     np.testing.assert_allclose(record.pixels, pixels * 0.5 - 3, rtol=0, atol=1e-6)
     assert record.pixels.dtype == np.float32
 
@@ -792,7 +799,7 @@ def test_signed_and_8_bit_pixels() -> None:
     signed = default_pixels().astype(np.int16) - 100
     ds = nm_dataset(pixels=signed.view(np.uint16))
     ds.PixelRepresentation = 1
-    np.testing.assert_array_equal(decode_dicom(to_bytes(ds)).pixels, signed.astype(np.float32))
+    np.testing.assert_array_equal(decode(to_bytes(ds)).pixels, signed.astype(np.float32))
 
     small = (default_pixels(3, 5) % 200).astype(np.uint8)  # 15 bytes: written with a pad byte
     ds = nm_dataset(rows=3, cols=5)
@@ -802,49 +809,45 @@ def test_signed_and_8_bit_pixels() -> None:
     ds["PixelData"].VR = "OB"
     data = to_bytes(ds)
     assert len(data) % 2 == 0
-    np.testing.assert_array_equal(decode_dicom(data).pixels, small.astype(np.float32))
+    np.testing.assert_array_equal(decode(data).pixels, small.astype(np.float32))
 
     stored_12 = default_pixels() | np.uint16(0xF000)  # junk in the 4 unused high bits
     ds = nm_dataset(pixels=stored_12)
     ds.BitsStored = 12
     ds.HighBit = 11
     expected = (stored_12 & 0x0FFF).astype(np.float32)
-    np.testing.assert_array_equal(decode_dicom(to_bytes(ds)).pixels, expected)
+    np.testing.assert_array_equal(decode(to_bytes(ds)).pixels, expected)
 
 
 def test_reported_facts_for_data_checks() -> None:
-    assert decode_dicom(changed(Modality="CT")).modality == "CT"
-    assert decode_dicom(changed(SOPClassUID=SECONDARY_CAPTURE)).sop_class_uid == SECONDARY_CAPTURE
-    assert decode_dicom(changed(BurnedInAnnotation="YES")).burned_in_annotation == "YES"
-    assert decode_dicom(changed(PixelSpacing=None)).pixel_spacing_mm is None
-    assert decode_dicom(changed(PatientID=None)).patient_hash is None
-    assert (
-        decode_dicom(changed(RadiopharmaceuticalInformationSequence=None)).radiopharmaceutical
-        is None
-    )
-    inferred = decode_dicom(rewrap(VALID, None))
+    assert decode(changed(Modality="CT")).modality == "CT"
+    assert decode(changed(SOPClassUID=SECONDARY_CAPTURE)).sop_class_uid == SECONDARY_CAPTURE
+    assert decode(changed(BurnedInAnnotation="YES")).burned_in_annotation == "YES"
+    assert decode(changed(PixelSpacing=None)).pixel_spacing_mm is None
+    assert decode(changed(PatientID=None)).patient_hash is None
+    assert decode(changed(RadiopharmaceuticalInformationSequence=None)).radiopharmaceutical is None
+    inferred = decode(rewrap(VALID, None))
     assert inferred.transfer_syntax_uid == ExplicitVRLittleEndian
     assert (
-        decode_dicom(raw_bytes(nm_dataset(), implicit=True)).transfer_syntax_uid
-        == ImplicitVRLittleEndian
+        decode(raw_bytes(nm_dataset(), implicit=True)).transfer_syntax_uid == ImplicitVRLittleEndian
     )
 
 
 def test_patient_hash() -> None:
-    record = decode_dicom(VALID)
+    record = decode(VALID)
     assert record.patient_hash is not None
     assert re.fullmatch(r"[0-9a-f]{32}", record.patient_hash)
     assert record.patient_hash != PATIENT_ID
     assert PATIENT_ID not in record.patient_hash
     assert "7731" not in record.patient_hash
-    assert record.patient_hash == hash_identifier(PATIENT_ID, dicom.DEFAULT_PATIENT_HASH_KEY)
-    assert decode_dicom(VALID).patient_hash == record.patient_hash
+    assert record.patient_hash == hash_identifier(PATIENT_ID, TEST_KEY)
+    assert decode(VALID).patient_hash == record.patient_hash
     keyed = decode_dicom(VALID, patient_hash_key=b"another-site-key")
     assert keyed.patient_hash != record.patient_hash
     assert (
         keyed.patient_hash == decode_dicom(VALID, patient_hash_key=b"another-site-key").patient_hash
     )
-    other = decode_dicom(changed(PatientID="PID-0001"))
+    other = decode(changed(PatientID="PID-0001"))
     assert other.patient_hash != record.patient_hash
     assert PATIENT_ID not in repr(record)
     assert PATIENT_NAME not in repr(record)
@@ -853,7 +856,7 @@ def test_patient_hash() -> None:
 @pytest.mark.parametrize("ts", [RLELossless, JPEG2000Lossless])
 def test_lossless_compressed_round_trip(ts: str) -> None:
     data, expected = nm_compressed(ts)
-    record = decode_dicom(data)
+    record = decode(data)
     assert record.transfer_syntax_uid == ts
     np.testing.assert_array_equal(record.pixels, expected.astype(np.float32))
 
@@ -864,14 +867,14 @@ def test_lossless_compressed_round_trip(ts: str) -> None:
 )
 def test_bundled_lossless_equals_native(name: str) -> None:
     """JPEG-LS has no encoder installed here: pydicom's bundled lossless files cover decode."""
-    native = decode_dicom(BUNDLED["test_files/MR_small.dcm"].read_bytes())
-    compressed = decode_dicom(BUNDLED[f"test_files/{name}"].read_bytes())
+    native = decode(BUNDLED["test_files/MR_small.dcm"].read_bytes())
+    compressed = decode(BUNDLED[f"test_files/{name}"].read_bytes())
     np.testing.assert_array_equal(compressed.pixels, native.pixels)
 
 
 def test_jpeg_baseline_lossy_round_trip() -> None:
     pixels = (default_pixels() % 256).astype(np.uint8)
-    record = decode_dicom(nm_jpeg_baseline())
+    record = decode(nm_jpeg_baseline())
     assert record.transfer_syntax_uid == JPEGBaseline8Bit
     assert record.bits_allocated == 8
     assert np.abs(record.pixels - pixels.astype(np.float32)).mean() < 8
@@ -881,15 +884,15 @@ def test_multiview_picks_preferred_frame() -> None:
     data = to_bytes(three_views())
     frames = default_pixels(16, 16, 3).astype(np.float32)
 
-    record = decode_dicom(data)
+    record = decode(data)
     assert (record.frames, record.frame_index, record.view) == (3, 1, "anterior")
     np.testing.assert_array_equal(record.pixels, frames[1])
 
-    lao = decode_dicom(data, preferred_view="left anterior oblique")
+    lao = decode(data, preferred_view="left anterior oblique")
     assert (lao.frame_index, lao.view) == (0, "left anterior oblique")
     np.testing.assert_array_equal(lao.pixels, frames[0])
-    assert decode_dicom(data, preferred_view="LAO").frame_index == 0
-    assert decode_dicom(data, preferred_view="RAO").frame_index == 2
+    assert decode(data, preferred_view="LAO").frame_index == 0
+    assert decode(data, preferred_view="RAO").frame_index == 2
     assert outcome(data, preferred_view="posterior") == "view_not_found"
 
 
@@ -897,7 +900,7 @@ def test_multiview_compressed_picks_preferred_frame() -> None:
     ds = three_views()  # RLE: openjpeg cannot encode frames this small
     expected = ds.pixel_array.copy()
     ds.compress(RLELossless)
-    record = decode_dicom(to_bytes(ds), preferred_view="right anterior oblique")
+    record = decode(to_bytes(ds), preferred_view="right anterior oblique")
     assert record.frame_index == 2
     np.testing.assert_array_equal(record.pixels, expected[2].astype(np.float32))
 
@@ -908,18 +911,18 @@ def test_view_matching_by_meaning_or_code() -> None:
         ("G-A117", "SRT", "ANT"),
         ("399108003", "SCT", "something else"),  # known CID 26 code wins over the meaning
     )
-    assert decode_dicom(data).frame_index == 1
-    assert decode_dicom(data, preferred_view="left anterior oblique").frame_index == 0
-    assert decode_dicom(data, preferred_view="right anterior oblique").frame_index == 2
+    assert decode(data).frame_index == 1
+    assert decode(data, preferred_view="left anterior oblique").frame_index == 0
+    assert decode(data, preferred_view="right anterior oblique").frame_index == 2
 
 
 def test_single_frame_view_from_view_position() -> None:
     ds = nm_dataset()
     del ds.DetectorInformationSequence
     ds.ViewPosition = "ANT"
-    assert decode_dicom(to_bytes(ds)).view == "anterior"
+    assert decode(to_bytes(ds)).view == "anterior"
     ds.ViewPosition = "POST"
-    record = decode_dicom(to_bytes(ds))
+    record = decode(to_bytes(ds))
     assert record.view == "posterior"  # single frame: reported, the data checks judge it
 
 
@@ -944,11 +947,21 @@ def test_decode_error_pickles() -> None:
     import pickle
 
     with pytest.raises(DecodeError) as info:
-        decode_dicom(VALID[:-10])
+        decode(VALID[:-10])
     clone = pickle.loads(pickle.dumps(info.value))
     assert clone.reason is info.value.reason
     assert clone.message == info.value.message
     assert clone.header == info.value.header
+
+
+def test_no_key_means_no_patient_hash() -> None:
+    """A caller that does not use the hash passes None; nothing else about the record changes."""
+    unkeyed = decode_dicom(VALID, patient_hash_key=None)
+    keyed = decode(VALID)
+    assert unkeyed.patient_hash is None
+    assert keyed.patient_hash is not None
+    np.testing.assert_array_equal(unkeyed.pixels, keyed.pixels)
+    assert (unkeyed.sop_instance_uid, unkeyed.view) == (keyed.sop_instance_uid, keyed.view)
 
 
 def test_no_phi_in_logs_or_warnings(caplog: pytest.LogCaptureFixture) -> None:
@@ -966,11 +979,11 @@ def test_no_phi_in_logs_or_warnings(caplog: pytest.LogCaptureFixture) -> None:
     caplog.clear()  # writing the test data above logs the bad values itself
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        record = decode_dicom(data)
+        record = decode(data)
         read_header(data)
         for bad in corpus:
             with pytest.raises(DecodeError):
-                decode_dicom(bad)
+                decode(bad)
     assert record.sop_instance_uid == secret_uid
     assert [str(w.message) for w in caught] == []
     for phi in (secret_uid, PATIENT_ID, PATIENT_NAME):
@@ -978,3 +991,40 @@ def test_no_phi_in_logs_or_warnings(caplog: pytest.LogCaptureFixture) -> None:
     # the log filter only covers decoding threads: pydicom's logger still works elsewhere
     logging.getLogger("pydicom").warning("outside a decode")
     assert "outside a decode" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------
+# 4. the package's interface
+
+
+def test_package_keeps_every_public_name() -> None:
+    """`scintiflow.ingest.dicom` became a package; what importers used is still there."""
+    for name in (
+        "DEFAULT_PATIENT_HASH_KEY",
+        "MAX_MATRIX",
+        "REASON_TEXT",
+        "DecodeError",
+        "DecodeReason",
+        "DicomHeader",
+        "decode_dicom",
+        "normalise_view",
+        "read_header",
+    ):
+        assert name in dicom.__all__, name
+        assert hasattr(dicom, name), name
+    assert dicom._quiet_pydicom is dicom.quiet_pydicom  # imported by outputs.secondary_capture
+    assert callable(dicom._rebuild_error)  # what pickles made before the split refer to
+
+
+def test_patient_hash_key_is_a_required_argument() -> None:
+    """There is no built-in key to fall back to: leaving the key out is a TypeError."""
+    import inspect
+
+    from scintiflow.ingest.objects import decode_object, decode_objects
+
+    for fn in (decode_dicom, decode_object, decode_objects):
+        param = inspect.signature(fn).parameters["patient_hash_key"]
+        assert param.default is inspect.Parameter.empty, fn.__name__
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY, fn.__name__
+    with pytest.raises(TypeError):
+        decode_dicom(VALID)  # type: ignore[call-arg]

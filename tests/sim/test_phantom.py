@@ -41,6 +41,7 @@ from scintiflow.sim import (
 )
 
 NIGHT = date(2024, 5, 1)
+TEST_KEY = b"scintiflow-test-phi-key"
 KEY_RE = re.compile(r"^site-[A-Z]/[0-9a-f]{24}\.(dcm|png)$")
 
 
@@ -520,16 +521,16 @@ def test_every_good_file_decodes_to_the_simulated_image(night_files: list[Simula
     for f in night_files:
         if f.fault is None:
             assert f.case is not None
-            record = decode_dicom(f.data)
+            record = decode_dicom(f.data, patient_hash_key=TEST_KEY)
             assert record.modality == "NM"
             assert record.view == "anterior"
             np.testing.assert_array_equal(record.pixels, f.case.image.astype(np.float32))
             assert record.pixel_spacing_mm == (f.case.profile.pixel_spacing_mm,) * 2
-        elif f.fault == "not_nm":
-            assert decode_dicom(f.data).modality == "CT"  # decodes; the checks reject it
+        elif f.fault == "not_nm":  # decodes; the checks reject it
+            assert decode_dicom(f.data, patient_hash_key=TEST_KEY).modality == "CT"
         else:
             with pytest.raises(DecodeError):
-                decode_dicom(f.data)
+                decode_dicom(f.data, patient_hash_key=TEST_KEY)
 
 
 # --------------------------------------------------------------------------- montage
