@@ -10,7 +10,7 @@ broken and foreign files real export folders hold.
     summary = write_night(store, night=date(2024, 5, 1), n=100, bad_fraction=0.1)
 """
 
-from scintiflow.sim._anatomy import Anatomy, Blob, Nodule, region_masks, render_expected
+from scintiflow.sim._anatomy import Anatomy, Blob, Nodule
 from scintiflow.sim._cases import PhantomCase, simulate_case, simulate_cases
 from scintiflow.sim._faults import FAULT_KINDS, fault_file
 from scintiflow.sim._montage import colourise, render_montage
@@ -34,6 +34,7 @@ from scintiflow.sim._nm import (
     case_to_dicom,
     case_to_multiview_dicom,
 )
+from scintiflow.sim._render import region_masks, render_expected
 from scintiflow.sim._sites import SITES, SiteProfile
 
 __all__ = [

@@ -9,15 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scintiflow import CLASSES
-from scintiflow.sim._anatomy import (
-    Anatomy,
-    acquire,
-    draw_anatomy,
-    follow_up,
-    region_masks,
-    site_profile,
-)
-from scintiflow.sim._sites import SITES, SiteProfile
+from scintiflow.sim._anatomy import Anatomy
+from scintiflow.sim._draw import draw_anatomy, follow_up
+from scintiflow.sim._render import acquire, region_masks
+from scintiflow.sim._sites import SITES, SiteProfile, site_profile
 
 VISITS_PER_PATIENT: tuple[float, float, float] = (0.74, 0.18, 0.08)
 """Probability that a patient has 1, 2 or 3 images (about a quarter have more than one)."""

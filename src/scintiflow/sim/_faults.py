@@ -21,7 +21,7 @@ from pydicom.uid import (
     JPEGLSLossless,
 )
 
-from scintiflow.sim._anatomy import Anatomy, Blob, acquire
+from scintiflow.sim._anatomy import Anatomy, Blob
 from scintiflow.sim._cases import PhantomCase
 from scintiflow.sim._montage import colourise
 from scintiflow.sim._nm import (
@@ -34,6 +34,7 @@ from scintiflow.sim._nm import (
     nm_image,
     to_bytes,
 )
+from scintiflow.sim._render import acquire
 
 FAULT_KINDS: tuple[str, ...] = (
     "truncated",  # valid NM file cut inside the pixel data

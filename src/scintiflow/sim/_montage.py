@@ -8,7 +8,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from scintiflow import CLASSES
-from scintiflow.sim._anatomy import acquire, draw_anatomy, site_profile
+from scintiflow.sim._draw import draw_anatomy
+from scintiflow.sim._render import acquire
+from scintiflow.sim._sites import site_profile
 
 _HOT_IRON = np.array(
     # position, red, green, blue: black -> dark red -> orange -> yellow -> white

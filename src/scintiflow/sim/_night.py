@@ -120,18 +120,10 @@ def generate_night(
         )
         for count, stream, prefix in ((n, 0, f"SIM-{tag}"), (n_bad, 1, f"SIM-{tag}X"))
     )
-    plan = np.random.default_rng([seed, day, 3])  # where the faults go and which kinds
-    order = plan.permutation(len(FAULT_KINDS))
-    kinds = [FAULT_KINDS[int(order[j % len(order)])] for j in range(n_bad)]
-    is_bad = np.zeros(n + n_bad, dtype=bool)
-    is_bad[plan.choice(n + n_bad, size=n_bad, replace=False)] = True
-    # encodings from their own stream, so adding faults leaves the good files' bytes alone
-    shares = np.cumsum([multiview_fraction, compressed_fraction / 2, compressed_fraction / 2])
-    draws = np.random.default_rng([seed, day, 5]).uniform(size=n)
-    encodings = [
-        ("multiview", "rle", "j2k", "explicit_le")[int(i)]
-        for i in np.searchsorted(shares, draws, side="right")
-    ]
+    kinds, is_bad = _fault_plan(n, n_bad, seed=seed, day=day)
+    encodings = _encodings(
+        n, seed=seed, day=day, compressed=compressed_fraction, multiview=multiview_fraction
+    )
     seen: set[str] = set()
     i_good = i_bad = 0
     for bad in is_bad:
@@ -159,6 +151,29 @@ def generate_night(
             i_good += 1
         seen.add(f.relative_key)
         yield f
+
+
+def _fault_plan(n: int, n_bad: int, *, seed: int, day: int) -> tuple[list[str], np.ndarray]:
+    """(fault kind of each faulty file, which of the n + n_bad positions are faulty)."""
+    plan = np.random.default_rng([seed, day, 3])  # where the faults go and which kinds
+    order = plan.permutation(len(FAULT_KINDS))
+    kinds = [FAULT_KINDS[int(order[j % len(order)])] for j in range(n_bad)]
+    is_bad = np.zeros(n + n_bad, dtype=bool)
+    is_bad[plan.choice(n + n_bad, size=n_bad, replace=False)] = True
+    return kinds, is_bad
+
+
+def _encodings(n: int, *, seed: int, day: int, compressed: float, multiview: float) -> list[str]:
+    """The encoding of each good file, drawn with the given shares.
+
+    They come from their own stream, so adding faults leaves the good files' bytes alone.
+    """
+    shares = np.cumsum([multiview, compressed / 2, compressed / 2])
+    draws = np.random.default_rng([seed, day, 5]).uniform(size=n)
+    return [
+        ("multiview", "rle", "j2k", "explicit_le")[int(i)]
+        for i in np.searchsorted(shares, draws, side="right")
+    ]
 
 
 def _good(

@@ -20,8 +20,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from scintiflow.sim._anatomy import acquire, oblique
+from scintiflow.sim._anatomy import oblique
 from scintiflow.sim._cases import PhantomCase
+from scintiflow.sim._render import acquire
 from scintiflow.sim._sites import SiteProfile
 
 NM_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.20")

@@ -110,3 +110,13 @@ SITES: dict[str, SiteProfile] = {
     ),
 }
 """Named site profiles. "A" and "B" are the internal centres, "C" the external one."""
+
+
+def site_profile(site: str | SiteProfile) -> SiteProfile:
+    """Resolve a site name to its profile."""
+    if isinstance(site, SiteProfile):
+        return site
+    try:
+        return SITES[site]
+    except KeyError:
+        raise ValueError(f"unknown site {site!r}; known: {sorted(SITES)}") from None
