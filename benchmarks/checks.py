@@ -4,7 +4,7 @@ The night (sites A, B, C; 10 % faulty files) is written to a temporary LocalStor
 timed). Timed: `run_checks` end to end (list, decode in a thread pool, checks table, one GX
 validation, quarantine copies, data docs build + upload, checks.json), plus its parts.
 
-    python benchmarks/checks.py [--n 1000] [--workers 0] [--write-readme]
+    python benchmarks/checks.py [--n 1000] [--workers 0] [--write-docs]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="files in the night (all kinds)")
     parser.add_argument("--workers", type=int, default=0, help="decode threads (0: CPUs)")
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", action="store_true", help="table into docs/benchmarks.md")
     args = parser.parse_args()
 
     from scintiflow.checks.suite import check_keys, list_night, run_checks, validate_table
@@ -98,8 +98,8 @@ def main() -> None:
     ]
     markdown = "\n".join(lines)
     print(markdown)
-    if args.write_readme:
-        from _readme import write_section
+    if args.write_docs:
+        from _tables import write_section
 
         write_section("checks", markdown)
 

@@ -1,9 +1,9 @@
 """Simulator and decoder throughput on this machine.
 
-    .venv/bin/python benchmarks/foundation.py [--n 400] [--write-readme]
+    .venv/bin/python benchmarks/foundation.py [--n 400] [--write-docs]
 
-Prints a markdown table (images/s, files/s, peak RSS); `--write-readme` also puts it in the
-README's benchmark section. Speed is measured here, never asserted in tests.
+Prints a markdown table (images/s, files/s, peak RSS); `--write-docs` also puts it in
+docs/benchmarks.md. Speed is measured here, never asserted in tests.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def run(n: int) -> list[tuple[str, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=400, help="images per measurement")
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", action="store_true", help="table into docs/benchmarks.md")
     args = parser.parse_args()
     rows = run(args.n)
     machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
@@ -114,8 +114,8 @@ def main() -> None:
     table += [f"| {name} | {unit} | {value} |" for name, unit, value in rows]
     markdown = "\n".join(table)
     print(markdown)
-    if args.write_readme:
-        from _readme import write_section
+    if args.write_docs:
+        from _tables import write_section
 
         write_section("foundation", markdown)
 

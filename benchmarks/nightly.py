@@ -12,7 +12,7 @@ LocalStore and copied once per measurement, so every run starts with an empty le
 Runs alternate (plain, flow, plain, flow, ...) so load drift on a shared machine hits both.
 
     python benchmarks/nightly.py [--n 1000] [--shard-size 256] [--batch-size 32] [--repeats 2]
-                                 [--write-readme]
+                                 [--write-docs]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--write-readme", action="store_true", help="put the table in README.md")
+    parser.add_argument("--write-docs", action="store_true", help="table into docs/benchmarks.md")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="scintiflow-bench-nightly-"))
@@ -121,9 +121,9 @@ def main() -> None:
     lines.append(f"| **orchestration overhead** | **{overhead:+.1f} %** | | |")
     markdown = "\n".join(lines) + "\n"
     print(markdown)
-    if args.write_readme:
+    if args.write_docs:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _readme import write_section
+        from _tables import write_section
 
         write_section("nightly", markdown)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Scoring throughput: naive torch + Grad-CAM vs ONNX Runtime vs the full scintiflow path.
 
     .venv/bin/python benchmarks/score.py [--n 256] [--sizes 224,128] [--batch-size 16]
-                                         [--arch resnet34] [--write-readme]
+                                         [--arch resnet34] [--write-docs]
 
 On the same simulated DICOM bytes (sites A and C: 128 and 256 px matrices), for each input
 size it measures
@@ -14,7 +14,7 @@ size it measures
 path's advantage. Peak RSS per stage is sampled from /proc/self/statm (all stages run in one
 process, so ru_maxrss alone would only give the running maximum); stages run (b), (c), (a),
 lightest first, since memory freed by a stage is not always returned to the OS. Prints a
-markdown table; `--write-readme` also puts it in the README. Speed is measured here, never
+markdown table; `--write-docs` also puts it in docs/benchmarks.md. Speed is measured here, never
 asserted in tests.
 """
 
@@ -279,7 +279,7 @@ def main() -> None:
     parser.add_argument("--registry", help="store URL of a registry: use a trained model")
     parser.add_argument("--model-name", default="thyroid")
     parser.add_argument("--model", default="champion", help="version (with --registry)")
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", action="store_true", help="table into docs/benchmarks.md")
     args = parser.parse_args()
     from scintiflow.ml.training import available_cores
 
@@ -332,11 +332,11 @@ def main() -> None:
         ]
     markdown = "\n".join(lines)
     print(markdown)
-    if args.write_readme:
+    if args.write_docs:
         import sys
 
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _readme import write_section
+        from _tables import write_section
 
         write_section("score", markdown)
 

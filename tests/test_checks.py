@@ -262,7 +262,8 @@ def test_no_phi_in_checks_json_reason_files_docs_or_logs(night: NightRun) -> Non
 
 
 # ---------------------------------------------------------------------------------------
-# A generated corpus: one case per class of bad input in NOTES.md, plus suite and warn cases
+# A generated corpus: one case per class of bad input (the reason codes in docs/checks.md),
+# plus suite and warn cases
 
 
 @lru_cache(maxsize=1)

@@ -102,23 +102,3 @@ def test_settings_read_prefixed_variables(monkeypatch) -> None:  # type: ignore[
     assert settings.s3_endpoint_url == "http://127.0.0.1:9000"
     assert settings.prefixes.results == "out"
     assert settings.prefixes.exports == "exports"
-
-
-def test_readme_documents_every_decode_reason_code() -> None:
-    from pathlib import Path
-
-    from scintiflow.ingest.dicom import DecodeReason
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    missing = [r.value for r in DecodeReason if f"`{r.value}`" not in readme]
-    assert missing == []
-
-
-def test_readme_documents_every_check_reason_code() -> None:
-    from pathlib import Path
-
-    from scintiflow.checks.suite import REASONS
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    missing = [code for code in REASONS if f"`{code}`" not in readme]
-    assert missing == []

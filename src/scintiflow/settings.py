@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Prefixes(BaseSettings):
-    """Key prefixes inside the store (see DESIGN.md, storage layout)."""
+    """Key prefixes inside the store (the layout: docs/storage.md)."""
 
     model_config = SettingsConfigDict(env_prefix="SCINTIFLOW_PREFIX_", extra="ignore")
 

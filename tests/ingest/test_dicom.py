@@ -376,8 +376,8 @@ def bad_number_of_frames() -> bytes:
 VALID = nm_bytes()
 PIXEL_OFFSET = pixel_element_offset(VALID)
 
-# (case id, bytes factory, expected "ok" or reason). Every class of NOTES.md "DICOM and bad
-# input" has at least one case.
+# (case id, bytes factory, expected "ok" or reason). Every class of bad input behind the
+# decode reason codes (docs/decoding.md) has at least one case.
 CORPUS: list[tuple[str, Callable[[], bytes], str]] = [
     ("valid_nm", lambda: VALID, "ok"),
     ("empty", lambda: b"", "empty_file"),

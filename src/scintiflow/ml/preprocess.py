@@ -1,7 +1,8 @@
 """Count image -> model tensor, and the training augmentation that acts on counts.
 
 The `PreprocessConfig` is saved with every model version and read back by every engine, so
-inference can never silently preprocess differently from training (see DESIGN.md).
+inference can never silently preprocess differently from training (docs/training.md,
+"Preprocessing").
 
 Normalisation is robust to the total count: a scan with 50k counts and one with 400k counts
 of the same gland look the same after it. Each image is divided by its own

@@ -2,8 +2,8 @@
 
 Every step reads and writes through `ObjectStore`, so the same code runs on a laptop (a folder)
 and in production (S3, MinIO, ...). Keys are relative, `/`-separated and never escape the
-store's root. Keys must not carry patient identifiers (see DESIGN.md): callers derive them from
-content hashes.
+store's root. Keys must not carry patient identifiers (docs/storage.md, "Layout"): callers
+derive them from content hashes.
 """
 
 from __future__ import annotations

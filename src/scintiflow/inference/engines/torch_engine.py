@@ -4,7 +4,7 @@ GAP-linear heads run the same `CamGraph` as the ONNX export (logits + in-graph C
 forward pass, under `inference_mode`). Other heads run pytorch-grad-cam's `GradCAM` at the
 architecture's CAM layer: one forward + one backward pass per requested class, with ONE
 `ClassifierOutputTarget` per image (a single target for a batch would give maps only for
-image 0; see NOTES.md). On CUDA the model runs in channels_last with fp16 autocast.
+image 0; see docs/scoring.md). On CUDA the model runs in channels_last with fp16 autocast.
 """
 
 from __future__ import annotations
