@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from flows.demo import DemoRecord, DemoStep
     from scintiflow.storage import ObjectStore
 
-STEP_TITLES: dict[str, str] = {
+STEP_TITLES: dict[DemoStep, str] = {
     "story_data": "1. simulate a labelled training set (sites A, B) and an external site (C)",
     "retrain": "2. retrain flow: a small ResNet-34 (64 px, 2 folds), registry, gate",
     "tonight": "3. simulate tonight's exports, including broken files",
