@@ -508,6 +508,23 @@ def test_demo_tells_the_whole_story(prefect_api: None, tmp_path: Path) -> None:
     for m in runs:
         assert f"report:      {store.url_for(m['report'])}" in res.output
         assert store.exists(m["report"].replace("report.html", "report.pdf"))
+    # flows.demo.run_demo tells its observer each step as it runs: the CLI narrates them in
+    # order, each step's rule before what the step did
+    rules = [
+        "1. simulate a labelled training set",
+        "2. retrain flow",
+        "3. simulate tonight's exports",
+        "4. nightly flow",
+        "5. late exports arrive",
+        "where everything is",
+    ]
+    at = [res.output.index(rule) for rule in rules]
+    assert at == sorted(at)
+    assert at[4] < res.output.index("wrote 4 late exports") < at[5]
+    # one printed summary per nightly run (Prefect's log lines start with a timestamp)
+    summaries = [line for line in res.output.splitlines() if line.startswith(f"night {N} run ")]
+    assert [line.split()[3].rstrip(":") for line in summaries] == [m["run_id"] for m in runs]
+    assert at[3] < res.output.index(summaries[0]) < at[4] < res.output.index(summaries[1]) < at[5]
 
 
 @pytest.mark.slow

@@ -596,7 +596,8 @@ def test_cli_rerenders_a_finished_run(run: Run, tmp_path: Path) -> None:
 
 def test_cli_renders_beside_a_published_report(run: Run, tmp_path: Path) -> None:
     """A run with a manifest keeps its published (hashed) report; the new one goes beside."""
-    from scintiflow.cli import RERENDERED_DIR, app
+    from scintiflow.cli import app
+    from scintiflow.cli.report import RERENDERED_DIR
     from scintiflow.settings import get_settings
 
     copy = tmp_path / "bucket"

@@ -1,4 +1,8 @@
-"""The CLI end to end on real stores: simulate, ls, demo, montage; later verbs say so."""
+"""The CLI end to end on real stores: simulate, ls, montage, the verb list and `--night`.
+
+The other verbs are tested beside their stage (check, score, report, train/study, nightly,
+retrain, drift and demo in tests/test_flows.py).
+"""
 
 from __future__ import annotations
 
@@ -93,3 +97,36 @@ def test_montage_writes_a_png(tmp_path: Path) -> None:
         assert img.format == "PNG"
         assert img.width > 100
         assert img.height > 100
+
+
+VERBS = (
+    "simulate",
+    "ls",
+    "montage",
+    "check",
+    "train",
+    "study",
+    "score",
+    "nightly",
+    "retrain",
+    "drift",
+    "demo",
+    "report",
+)
+
+
+def test_help_lists_every_verb_once_in_order() -> None:
+    text = _invoke("--help")
+    # each command row of the help table starts with the verb's name
+    names = [ln.split()[1] for ln in text.splitlines() if ln.startswith("│ ") and ln[2] != " "]
+    listed = [n for n in names if n in VERBS]
+    assert listed == list(VERBS)
+
+
+def test_a_night_that_is_not_a_date_is_a_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["simulate", "--out", str(tmp_path), "--night", "27/11/2026"], env={"COLUMNS": "240"}
+    )
+    assert result.exit_code == 2
+    assert "is not a YYYY-MM-DD date" in result.output
+    assert not list(tmp_path.iterdir())  # rejected before anything was written
