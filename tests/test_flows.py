@@ -441,6 +441,14 @@ def test_retrain_fits_folds_as_tasks_registers_and_gates(prefect_api: None, tmp_
     assert {"retrain-folds", "retrain-comparison", "retrain-gate"} <= set(arts)
     assert "promoted to champion" in arts["retrain-gate"].data
     assert len(json.loads(arts["retrain-folds"].data)) == 2
+    # The final fit staged its weights for the registering task; those are what got registered.
+    assert "final-fit-shufflenet_v2" in names
+    staged = sorted(o.key for o in store.list("models/thyroid/staging/"))
+    assert [k.rsplit("/", 2)[-2:] for k in staged] == [
+        ["shufflenet_v2", "predictions.json"],
+        ["shufflenet_v2", "weights.pt"],
+    ]
+    assert store.get(staged[1]) == store.get(f"models/thyroid/{first['version']}/weights.pt")
 
     # a deliberately worse config (the weights never move) is registered but not promoted
     worse = retrain(**{**common, "lr": 0.0, "epochs": 5, "folds": 0})

@@ -5,8 +5,10 @@ Layout under `models/<name>/` (the prefix is configurable):
     <version>/weights.pt, preprocess.json, classes.json, temperature.json, metrics.json,
               card.json, card.md, lineage.json, training_reference.json, <extra files>,
               version.json        written LAST: the completeness marker (with file hashes)
-    champion.json                 pointer to the promoted version (the only mutable object)
+    champion.json                 pointer to the promoted version (mutable, as staging/ is)
     decisions/<time>-<version>.json   every gate decision, promoted or not, with its reason
+    staging/<run id>/<arch>/...   a run's final fits until it registers one (see
+                                  `scintiflow.ml.study.staging`); never a version
 
 Every file of a version is written with `if_absent=True`: a version is immutable, and a
 second write of any of its files raises `KeyExistsError`. A version without `version.json`
@@ -42,6 +44,8 @@ CORE_FILES: tuple[str, ...] = (
     "lineage.json",
     "training_reference.json",
 )
+RESERVED_FOLDERS: tuple[str, ...] = ("decisions", "staging")
+"""Folders of `models/<name>/` that are not versions (the gate log, runs' staged fits)."""
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -75,7 +79,7 @@ def _check_name(name: str) -> str:
 
 
 def _check_version(version: str) -> str:
-    if not _VERSION_RE.match(version) or version == "decisions":
+    if not _VERSION_RE.match(version) or version in RESERVED_FOLDERS:
         raise RegistryError(f"{version!r} is not a valid version id", reason="invalid_version")
     return version
 
@@ -183,7 +187,7 @@ def list_versions(store: ObjectStore, name: str, models_prefix: str = "models") 
     for info in store.list(base):
         rest = info.key[len(base) :]
         parts = rest.split("/")
-        if len(parts) == 2 and parts[1] == VERSION_MARKER and parts[0] != "decisions":
+        if len(parts) == 2 and parts[1] == VERSION_MARKER and parts[0] not in RESERVED_FOLDERS:
             out.append(parts[0])
     return sorted(out)
 

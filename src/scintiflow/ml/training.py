@@ -245,6 +245,188 @@ def resolve_lr(config: TrainConfig, arch: str = "") -> float:
     return get_spec(arch).default_lr if arch else DEFAULT_LR
 
 
+@dataclass
+class _FitSetup:
+    """Everything one fit's epochs share: device, data, loss, optimiser and schedule."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    dataset: _CountsDataset
+    loader: torch.utils.data.DataLoader[tuple[np.ndarray, int]]
+    val_x: torch.Tensor
+    val_y: np.ndarray
+    plain_train_x: torch.Tensor | None  # for BatchNorm recalibration
+    criterion: nn.Module
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
+def _make_loader(
+    dataset: _CountsDataset, config: TrainConfig, on_cuda: bool
+) -> torch.utils.data.DataLoader[tuple[np.ndarray, int]]:
+    import torch
+
+    return torch.utils.data.DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed),
+        collate_fn=_collate,
+        num_workers=config.num_workers if on_cuda else 0,
+        pin_memory=on_cuda,
+        persistent_workers=False,
+        drop_last=len(dataset) % config.batch_size == 1,  # BatchNorm cannot train on 1 image
+    )
+
+
+def _make_optimiser(
+    model: nn.Module, config: TrainConfig, arch: str, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW at the resolved peak rate; linear warm-up, then a cosine decay to zero."""
+    import torch
+
+    # The fused kernel is several times faster than the per-tensor loop (on CPU too).
+    optimiser = torch.optim.AdamW(
+        model.parameters(),
+        lr=resolve_lr(config, arch),
+        weight_decay=config.weight_decay,
+        fused=True,
+    )
+    total_steps = steps_per_epoch * config.epochs
+    warmup = steps_per_epoch * config.warmup_epochs
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress_frac = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_frac)))
+
+    return optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, lr_lambda)
+
+
+def _prepare_fit(
+    model: nn.Module,
+    train: tuple[Sequence[np.ndarray], np.ndarray],
+    val: tuple[Sequence[np.ndarray], np.ndarray],
+    config: TrainConfig,
+    pcfg: PreprocessConfig,
+    augment: Augment | None,
+    arch: str,
+    num_classes: int,
+) -> tuple[nn.Module, _FitSetup]:
+    """Seed, pick the device, move the model and build the data, loss and optimiser."""
+    import torch
+    from torch import nn as tnn
+
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    on_cuda = device.type == "cuda"
+    model = model.to(device)
+    if on_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    train_images, val_images = train[0], val[0]
+    train_y = np.asarray(train[1], dtype=np.int64)
+    dataset = _CountsDataset(train_images, train_y, pcfg, augment, config.seed)
+    plain = (
+        torch.from_numpy(preprocess_batch(train_images, pcfg)) if config.recalibrate_bn else None
+    )
+    loader = _make_loader(dataset, config, on_cuda)
+    weights = (
+        torch.tensor(class_weights(train_y, num_classes), dtype=torch.float32, device=device)
+        if config.balance == "loss"
+        else None
+    )
+    optimiser, scheduler = _make_optimiser(model, config, arch, max(1, len(loader)))
+    amp_dtype = _amp_dtype(device) if config.amp else None
+    return model, _FitSetup(
+        device=device,
+        amp_dtype=amp_dtype,
+        dataset=dataset,
+        loader=loader,
+        val_x=torch.from_numpy(preprocess_batch(val_images, pcfg)),
+        val_y=np.asarray(val[1], dtype=np.int64),
+        plain_train_x=plain,
+        criterion=tnn.CrossEntropyLoss(weight=weights),
+        optimiser=optimiser,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+    )
+
+
+def _train_epoch(
+    model: nn.Module, setup: _FitSetup, epoch: int, batch_size: int
+) -> tuple[float, int]:
+    """One pass over the (augmented) training images, then the BatchNorm recalibration
+    (`batch_size` images at a time); returns (summed loss, images seen)."""
+    import torch
+
+    setup.dataset.epoch = epoch
+    model.train()
+    device, amp_dtype = setup.device, setup.amp_dtype
+    loss_sum, n_seen = 0.0, 0
+    for x_cpu, y_cpu in setup.loader:
+        x = x_cpu.to(device, non_blocking=True)
+        y = y_cpu.to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        setup.optimiser.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)):
+            loss = setup.criterion(model(x), y)
+        setup.scaler.scale(loss).backward()
+        setup.scaler.step(setup.optimiser)
+        setup.scaler.update()
+        setup.scheduler.step()
+        loss_sum += float(loss.detach()) * len(y)
+        n_seen += len(y)
+    if setup.plain_train_x is not None:
+        recalibrate_batchnorm(
+            model, setup.plain_train_x, batch_size, device, amp_dtype=setup.amp_dtype
+        )
+    return loss_sum, n_seen
+
+
+def _validate(
+    model: nn.Module, setup: _FitSetup, config: TrainConfig
+) -> tuple[np.ndarray, float, float]:
+    """(logits, loss, accuracy) on the validation images."""
+    import torch
+
+    device = setup.device
+    logits = predict_logits(
+        model, setup.val_x, config.eval_batch_size, device, amp=setup.amp_dtype is not None
+    )
+    val_loss = float(
+        setup.criterion(
+            torch.from_numpy(logits).to(device), torch.from_numpy(setup.val_y).to(device)
+        )
+    )
+    return logits, val_loss, float((logits.argmax(1) == setup.val_y).mean())
+
+
+@dataclass
+class _BestEpoch:
+    """Early stopping: the lowest validation loss so far, its weights and logits."""
+
+    logits: np.ndarray
+    loss: float = math.inf
+    epoch: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+    stale: int = 0
+
+    def update(
+        self, epoch: int, val_loss: float, model: nn.Module, logits: np.ndarray, patience: int
+    ) -> bool:
+        """Keep `epoch` if it improves by more than 1e-4; True when it is time to stop."""
+        if val_loss < self.loss - 1e-4:
+            self.loss, self.epoch, self.stale = val_loss, epoch, 0
+            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.logits = logits
+            return False
+        self.stale += 1
+        return self.stale >= patience
+
+
 def fit(
     model: nn.Module,
     train_images: Sequence[np.ndarray],
@@ -266,7 +448,6 @@ def fit(
     The model ends holding the best state. Same seed, same data -> same weights on CPU.
     """
     import torch
-    from torch import nn as tnn
 
     if len(train_images) != len(train_y) or len(val_images) != len(val_y):
         raise ValueError("images and labels differ in length")
@@ -274,106 +455,19 @@ def fit(
         raise ValueError("a validation set is needed for early stopping")
     pcfg = preprocess_config or PreprocessConfig(image_size=config.image_size)
     aug = (augment or Augment()) if config.augment else None
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    on_cuda = device.type == "cuda"
-    amp_dtype = _amp_dtype(device) if config.amp else None
-
-    model = model.to(device)
-    if on_cuda:
-        model = model.to(memory_format=torch.channels_last)
-    train_y = np.asarray(train_y, dtype=np.int64)
-    val_y = np.asarray(val_y, dtype=np.int64)
-    dataset = _CountsDataset(train_images, train_y, pcfg, aug, config.seed)
-    val_x = torch.from_numpy(preprocess_batch(val_images, pcfg))
-    plain_train_x = (
-        torch.from_numpy(preprocess_batch(train_images, pcfg)) if config.recalibrate_bn else None
+    model, setup = _prepare_fit(
+        model, (train_images, train_y), (val_images, val_y), config, pcfg, aug, arch, num_classes
     )
-
-    generator = torch.Generator().manual_seed(config.seed)
-    workers = config.num_workers if on_cuda else 0
-    loader: torch.utils.data.DataLoader[tuple[np.ndarray, int]] = torch.utils.data.DataLoader(
-        dataset,  # type: ignore[arg-type]
-        batch_size=config.batch_size,
-        shuffle=True,
-        generator=generator,
-        collate_fn=_collate,
-        num_workers=workers,
-        pin_memory=on_cuda,
-        persistent_workers=False,
-        drop_last=len(dataset) % config.batch_size == 1,  # BatchNorm cannot train on 1 image
-    )
-    weights = (
-        torch.tensor(class_weights(train_y, num_classes), dtype=torch.float32, device=device)
-        if config.balance == "loss"
-        else None
-    )
-    criterion = tnn.CrossEntropyLoss(weight=weights)
-    val_criterion = tnn.CrossEntropyLoss(weight=weights)
-    # The fused kernel is several times faster than the per-tensor loop (on CPU too).
-    optimiser = torch.optim.AdamW(
-        model.parameters(),
-        lr=resolve_lr(config, arch),
-        weight_decay=config.weight_decay,
-        fused=True,
-    )
-    steps_per_epoch = max(1, len(loader))
-    total_steps = steps_per_epoch * config.epochs
-    warmup = steps_per_epoch * config.warmup_epochs
-
-    def lr_lambda(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress_frac = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_frac)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_lambda)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    best_loss = math.inf
-    best_state: dict[str, Any] = {}
-    best_epoch = 0
-    best_logits = np.zeros((len(val_y), num_classes), dtype=np.float32)
+    best = _BestEpoch(logits=np.zeros((len(val_y), num_classes), dtype=np.float32))
     history: list[dict[str, float]] = []
-    stale = 0
     started = time.perf_counter()
-    train_seconds = 0.0
-    images_seen = 0
-    epochs_run = 0
+    train_seconds, images_seen, epochs_run = 0.0, 0, 0
     for epoch in range(config.epochs):
-        dataset.epoch = epoch
-        model.train()
         t0 = time.perf_counter()
-        loss_sum, n_seen = 0.0, 0
-        for x_cpu, y_cpu in loader:
-            x = x_cpu.to(device, non_blocking=True)
-            y = y_cpu.to(device, non_blocking=True)
-            if on_cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            optimiser.zero_grad(set_to_none=True)
-            with torch.autocast(
-                device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
-            ):
-                loss = criterion(model(x), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
-            scheduler.step()
-            loss_sum += float(loss.detach()) * len(y)
-            n_seen += len(y)
-        if plain_train_x is not None:
-            recalibrate_batchnorm(
-                model, plain_train_x, config.eval_batch_size, device, amp_dtype=amp_dtype
-            )
+        loss_sum, n_seen = _train_epoch(model, setup, epoch, config.eval_batch_size)
         train_seconds += time.perf_counter() - t0
+        logits, val_loss, val_acc = _validate(model, setup, config)
         images_seen += n_seen
-        logits = predict_logits(
-            model, val_x, config.eval_batch_size, device, amp=amp_dtype is not None
-        )
-        val_loss = float(
-            val_criterion(torch.from_numpy(logits).to(device), torch.from_numpy(val_y).to(device))
-        )
-        val_acc = float((logits.argmax(1) == val_y).mean())
         train_loss = loss_sum / max(1, n_seen)
         epochs_run = epoch + 1
         history.append(
@@ -382,31 +476,25 @@ def fit(
                 "loss": train_loss,
                 "val_loss": val_loss,
                 "val_accuracy": val_acc,
-                "lr": float(optimiser.param_groups[0]["lr"]),
+                "lr": float(setup.optimiser.param_groups[0]["lr"]),
             }
         )
         if progress is not None:
             progress(arch, fold, epochs_run, train_loss, val_loss)
         if epochs_run < min(config.min_epochs, config.epochs):
             continue
-        if val_loss < best_loss - 1e-4:
-            best_loss, best_epoch, stale = val_loss, epochs_run, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            best_logits = logits
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
+        if best.update(epochs_run, val_loss, model, logits, config.patience):
+            break
+    model.load_state_dict(best.state)
     model.to("cpu")
-    if on_cuda:
+    if setup.device.type == "cuda":
         model.to(memory_format=torch.contiguous_format)
     return FitResult(
-        state_dict=best_state,
+        state_dict=best.state,
         history=history,
         epochs_run=epochs_run,
-        best_epoch=best_epoch,
+        best_epoch=best.epoch,
         seconds=time.perf_counter() - started,
-        val_logits=best_logits,
+        val_logits=best.logits,
         train_images_per_s=images_seen / train_seconds if train_seconds > 0 else 0.0,
     )

@@ -13,22 +13,22 @@ import pytest
 from typer.testing import CliRunner
 
 import scintiflow.ml.evaluation
-import scintiflow.ml.study as study_mod
 from scintiflow import CLASSES
 from scintiflow.cli import app
 from scintiflow.ml.preprocess import PreprocessConfig, preprocess_batch
 from scintiflow.ml.study import (
     STUDY_SHAPE,
     StudyDataError,
-    _inner_split,
-    _patient_holdout,
     load_study_data,
+    patient_holdout,
+    protocol,
     read_labels_csv,
     run_study,
     simulate_study_data,
     simulated_reader_reads,
     study_table,
 )
+from scintiflow.ml.study.fitting import inner_split
 from scintiflow.ml.training import TrainConfig
 from scintiflow.sim import write_night
 from scintiflow.storage import LocalStore
@@ -60,34 +60,34 @@ def test_holdouts_keep_patients_whole_and_classes_present() -> None:
     rng = np.random.default_rng(0)
     groups = [f"p{i // 2}" for i in range(400)]  # two images per patient
     y = [int(rng.integers(4)) for _ in range(200) for _ in range(2)]
-    rest, hold = _patient_holdout(groups, y, 0.2, seed=1)
+    rest, hold = patient_holdout(groups, y, 0.2, seed=1)
     g = np.array(groups)
     assert not set(g[rest]) & set(g[hold])
     assert sorted(np.concatenate([rest, hold]).tolist()) == list(range(400))
     assert 0.15 < hold.size / 400 < 0.25
     assert set(np.array(y)[hold]) == {0, 1, 2, 3}
-    fit_idx, val_idx = _inner_split(np.array(y), g, seed=2)
+    fit_idx, val_idx = inner_split(np.array(y), g, seed=2)
     assert not set(g[fit_idx]) & set(g[val_idx])
 
 
 @pytest.fixture
 def spy_folds(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    """Record the folds the runner asks for and the patients each fit trains on."""
+    """Record the folds the protocol asks for and the patients each fit trains on."""
     seen: dict[str, list[Any]] = {"folds": [], "fits": []}
     real_folds = scintiflow.ml.evaluation.patient_grouped_folds
-    real_fit = study_mod._fit_once
+    real_fit = protocol.fit_model
 
     def folds(*args: Any, **kwargs: Any) -> Any:
         out = real_folds(*args, **kwargs)
         seen["folds"].append((np.asarray(args[1] if len(args) > 1 else kwargs["groups"]), out))
         return out
 
-    def fit_once(arch: str, images: Any, y: Any, groups: np.ndarray, **kwargs: Any) -> Any:
+    def fit_model(arch: str, images: Any, y: Any, groups: np.ndarray, **kwargs: Any) -> Any:
         seen["fits"].append((kwargs["fold"], set(groups.tolist())))
         return real_fit(arch, images, y, groups, **kwargs)
 
     monkeypatch.setattr(scintiflow.ml.evaluation, "patient_grouped_folds", folds)
-    monkeypatch.setattr(study_mod, "_fit_once", fit_once)
+    monkeypatch.setattr(protocol, "fit_model", fit_model)
     return seen
 
 
@@ -106,8 +106,13 @@ def test_run_study_end_to_end(tmp_path: Path, spy_folds: dict[str, list[Any]]) -
         floor=0.0,
         n_boot=50,
     )
-    # CV: every fold trains only on patients outside its held-out part.
-    ((groups, folds),) = spy_folds["folds"]
+    # CV: every fold trains only on patients outside its held-out part. Each fold fit asks
+    # for the folds itself (a step may run in another process): always the same folds.
+    (groups, folds), *again = spy_folds["folds"]
+    assert len(again) == 1
+    for other_groups, other in again:
+        assert np.array_equal(other_groups, groups)
+        assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, other, strict=True))
     fits = dict(spy_folds["fits"])
     assert set(fits) == {0, 1, None}
     for k, (_train_idx, val_idx) in enumerate(folds):

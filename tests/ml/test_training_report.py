@@ -251,3 +251,19 @@ def test_model_card(rendered: tuple[StudyResult, dict[str, bytes]]) -> None:
     assert "resnet34" in text
     with pytest.raises(KeyError):
         model_card(study, "vgg16")
+
+
+def test_report_template_ships_as_package_data() -> None:
+    import fnmatch
+    import tomllib
+    from importlib.resources import files
+    from pathlib import Path
+
+    template = files("scintiflow.ml").joinpath("templates", "training_report.html.j2")
+    assert template.is_file()
+    assert "{{ best_arch }}" in template.read_text("utf-8")
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
+    assert any(
+        fnmatch.fnmatch("ml/templates/training_report.html.j2", p) for p in data["scintiflow"]
+    )
