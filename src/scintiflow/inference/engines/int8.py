@@ -1,0 +1,556 @@
+"""INT8 per model version: build the graph, prove it gives the same answers, gate its use.
+
+    calib = calibration_set(data.train, pcfg)                  # stratified by class and site
+    proof = prove_int8(store, "thyroid", version, calibration=calib,
+                       eval_sets={"internal": (x_int, y_int), "external": (x_ext, y_ext)})
+    proof.allowed, proof.reason                                # e.g. True, "passed"
+
+`prove_int8` writes, in the version folder and each once (`if_absent`; a version is
+immutable, so the proof is a NEW object beside the card, never an edit of it):
+
+    model.int8.onnx         the INT8 graph (`quantize.quantize_int8`)
+    int8-calibration.npy    the calibration inputs (TensorRT INT8 calibrates on the same set)
+    int8.json               the proof, written LAST: the marker engine selection reads
+
+The rule (`INT8_RULE`): INT8 is used for a version only if, on EVERY evaluation set given
+(internal and external), int8-vs-fp32 top-1 agreement >= 0.99 and accuracy drops by no more
+than 0.5 points. Otherwise the version scores in fp32 and `int8.json` says why.
+
+The proof also records the CPU's int8 instruction class (`int8_isa`): integer kernels differ
+between CPUs with and without VNNI (without it, u8s8 products can saturate), so `--engine
+auto` uses INT8 only on a CPU of the class the proof was made on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import platform
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from scintiflow.inference.engines import EngineError, ScoringModel, load_scoring_model
+from scintiflow.inference.engines.quantize import QuantOptions
+from scintiflow.ml.preprocess import PreprocessConfig
+from scintiflow.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+INT8_GRAPH = "model.int8.onnx"
+INT8_CALIBRATION = "int8-calibration.npy"
+INT8_PROOF = "int8.json"
+PROOF_SCHEMA = 1
+DEFAULT_CALIBRATION_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Int8Rule:
+    """When INT8 may replace fp32 for a version (checked on every evaluation set)."""
+
+    min_agreement: float = 0.99
+    max_accuracy_drop: float = 0.005  # 0.5 accuracy points
+
+
+INT8_RULE = Int8Rule()
+
+
+class LabelledImage(Protocol):
+    """What a calibration candidate must carry (e.g. `ml.study.StudyImage`)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def label(self) -> int: ...
+    @property
+    def site(self) -> str: ...
+    @property
+    def pixels(self) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Preprocessed calibration inputs and where they came from (keys, strata)."""
+
+    x: np.ndarray = field(repr=False)  # (N, 1, S, S) float32
+    keys: tuple[str, ...]
+    strata: dict[str, int]  # "site/class index" -> images drawn
+    seed: int = 0
+
+
+def stratified_sample(
+    labels: Sequence[int], sites: Sequence[str], n: int, seed: int = 0
+) -> list[int]:
+    """`n` indices spread over the (site, class) strata in proportion to their sizes.
+
+    Every stratum gets at least one image when `n` allows (the largest strata first when it
+    does not); the rest is allocated by largest remainder. Deterministic for a seed.
+    """
+    if len(labels) != len(sites):
+        raise ValueError("labels and sites differ in length")
+    rng = np.random.default_rng(seed)
+    strata: dict[tuple[str, int], list[int]] = {}
+    for i, (site, label) in enumerate(zip(sites, labels, strict=True)):
+        strata.setdefault((str(site), int(label)), []).append(i)
+    order = sorted(strata, key=lambda s: (-len(strata[s]), s))
+    members = {s: list(rng.permutation(strata[s])) for s in order}
+    n = min(int(n), len(labels))
+    quota = dict.fromkeys(order, 0)
+    for s in order[:n]:
+        quota[s] = 1
+    rest = n - sum(quota.values())
+    spare = {s: len(members[s]) - quota[s] for s in order}
+    total = sum(spare.values())
+    if rest > 0 and total > 0:
+        ideal = {s: rest * spare[s] / total for s in order}
+        for s in order:
+            quota[s] += int(ideal[s])
+        left = n - sum(quota.values())
+        by_remainder = sorted(order, key=lambda s: (-(ideal[s] - int(ideal[s])), order.index(s)))
+        for s in by_remainder:
+            if left == 0:
+                break
+            if quota[s] < len(members[s]):
+                quota[s] += 1
+                left -= 1
+    return sorted(int(i) for s in order for i in members[s][: quota[s]])
+
+
+def calibration_set(
+    images: Sequence[LabelledImage],
+    preprocess: PreprocessConfig,
+    *,
+    n: int = DEFAULT_CALIBRATION_SIZE,
+    seed: int = 0,
+) -> CalibrationSet:
+    """`n` training images stratified by class and site, preprocessed for the version."""
+    from scintiflow.ml.preprocess import preprocess_batch
+
+    idx = stratified_sample([im.label for im in images], [im.site for im in images], n, seed)
+    if not idx:
+        raise ValueError("no images to calibrate on")
+    chosen = [images[i] for i in idx]
+    strata = Counter(f"{im.site}/{int(im.label)}" for im in chosen)
+    return CalibrationSet(
+        x=preprocess_batch([im.pixels for im in chosen], preprocess),
+        keys=tuple(im.key for im in chosen),
+        strata=dict(sorted(strata.items())),
+        seed=seed,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison
+
+
+@dataclass(frozen=True)
+class SetComparison:
+    """int8 vs fp32 on one evaluation set (probabilities temperature-scaled as scored)."""
+
+    name: str
+    n: int
+    agreement: float  # top-1 agreement
+    accuracy_fp32: float
+    accuracy_int8: float
+    max_prob_diff: float  # max |p_int8 - p_fp32| over images and classes
+    cam_pearson_median: float | None  # per image, map of the fp32-predicted class
+    cam_pearson_p5: float | None
+    cam_images: int  # images with a CAM comparison (0 without in-graph CAM)
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.accuracy_fp32 - self.accuracy_int8
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["accuracy_drop"] = self.accuracy_drop
+        return out
+
+
+def cam_pearson(reference: np.ndarray, other: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Per-image Pearson correlation of the raw (h, w) maps of class `classes[i]`.
+
+    Two constant maps (e.g. both all zero after the ReLU) count as 1.0 when equal, else 0.0;
+    one constant map against a varying one counts 0.0.
+    """
+    idx = np.arange(len(classes))
+    a = reference[idx, classes].reshape(len(classes), -1).astype(np.float64)
+    b = other[idx, classes].reshape(len(classes), -1).astype(np.float64)
+    a -= a.mean(axis=1, keepdims=True)
+    b -= b.mean(axis=1, keepdims=True)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    tiny = 1e-12
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(axis=1) / (na * nb)
+    flat_a, flat_b = na <= tiny, nb <= tiny
+    r = np.where(flat_a | flat_b, 0.0, r)
+    both = flat_a & flat_b
+    same = np.isclose(
+        reference[idx, classes].reshape(len(classes), -1),
+        other[idx, classes].reshape(len(classes), -1),
+        atol=1e-6,
+    ).all(axis=1)
+    return np.where(both, np.where(same, 1.0, 0.0), r)
+
+
+def compare_outputs(
+    name: str,
+    y: np.ndarray,
+    fp32: tuple[np.ndarray, np.ndarray | None],
+    int8: tuple[np.ndarray, np.ndarray | None],
+) -> SetComparison:
+    """Agreement, accuracies, max probability difference and CAM correlation of one set."""
+    (p32, c32), (p8, c8) = fp32, int8
+    y = np.asarray(y)
+    if len(y) == 0 or p32.shape != p8.shape or len(y) != len(p32):
+        raise ValueError("fp32 and int8 outputs must cover the same non-empty set")
+    top32, top8 = p32.argmax(1), p8.argmax(1)
+    median = p5 = None
+    n_cam = 0
+    if c32 is not None and c8 is not None:
+        r = cam_pearson(c32, c8, top32)
+        n_cam = len(r)
+        median, p5 = float(np.median(r)), float(np.percentile(r, 5))
+    return SetComparison(
+        name=name,
+        n=len(y),
+        agreement=float((top32 == top8).mean()),
+        accuracy_fp32=float((top32 == y).mean()),
+        accuracy_int8=float((top8 == y).mean()),
+        max_prob_diff=float(np.abs(p8 - p32).max()),
+        cam_pearson_median=median,
+        cam_pearson_p5=p5,
+        cam_images=n_cam,
+    )
+
+
+def int8_verdict(
+    sets: Sequence[SetComparison], rule: Int8Rule = INT8_RULE
+) -> tuple[bool, str, str]:
+    """(allowed, reason code, why) under `rule`; codes `passed`, `agreement_below_rule`,
+    `accuracy_drop_above_rule`, `no_evaluation_set`."""
+    if not sets:
+        return False, "no_evaluation_set", "no evaluation set was given: nothing proves INT8"
+    for s in sets:
+        if s.agreement < rule.min_agreement:
+            return (
+                False,
+                "agreement_below_rule",
+                f"{s.name}: int8/fp32 top-1 agreement {s.agreement:.4f} < "
+                f"{rule.min_agreement:.2f} ({s.n} images)",
+            )
+    for s in sets:
+        if s.accuracy_drop > rule.max_accuracy_drop + 1e-12:
+            return (
+                False,
+                "accuracy_drop_above_rule",
+                f"{s.name}: accuracy {s.accuracy_fp32:.4f} (fp32) -> {s.accuracy_int8:.4f} "
+                f"(int8), a drop of {100 * s.accuracy_drop:.2f} points > "
+                f"{100 * rule.max_accuracy_drop:.1f}",
+            )
+    names = ", ".join(s.name for s in sets)
+    return True, "passed", f"agreement >= {rule.min_agreement:.2f} and accuracy kept on {names}"
+
+
+# --------------------------------------------------------------------------------------------
+# The CPU's int8 instruction class
+
+
+def int8_isa() -> str:
+    """`amx`, `vnni`, `avx2` or `other` (x86 from /proc/cpuinfo); `arm-dot` / `arm` on ARM."""
+    machine = platform.machine().lower()
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    if machine in ("aarch64", "arm64"):
+        return "arm-dot" if "asimddp" in flags else "arm"
+    if "amx_int8" in flags:
+        return "amx"
+    if flags & {"avx512_vnni", "avx_vnni"}:
+        return "vnni"
+    if "avx2" in flags:
+        return "avx2"
+    return "other"
+
+
+# --------------------------------------------------------------------------------------------
+# The proof in the version folder
+
+
+@dataclass(frozen=True)
+class Int8Proof:
+    """`int8.json` of a version: the verdict, the figures per set, how the graph was built."""
+
+    allowed: bool
+    reason: str
+    why: str
+    sets: dict[str, dict[str, Any]]
+    graph: dict[str, Any]
+    calibration: dict[str, Any]
+    machine: dict[str, Any]
+    rule: dict[str, float]
+    created_at: str
+    schema: int = PROOF_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Int8Proof:
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _npy(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def read_int8_proof(sm: ScoringModel) -> Int8Proof | None:
+    """The version's `int8.json`, or None (no store, or never proven)."""
+    from scintiflow.storage import KeyNotFoundError
+
+    prefix = sm.version_prefix
+    if prefix is None or sm.store is None:
+        return None
+    try:
+        data = sm.store.get(f"{prefix}/{INT8_PROOF}")
+    except KeyNotFoundError:
+        return None
+    return Int8Proof.from_dict(json.loads(data))
+
+
+def int8_permission(sm: ScoringModel) -> tuple[bool, str]:
+    """(may `auto` score this version in INT8 on this CPU, why) from its `int8.json`."""
+    proof = read_int8_proof(sm)
+    if proof is None:
+        return False, "no INT8 proof for this version (int8.json absent)"
+    if not proof.allowed:
+        return False, f"INT8 proof failed ({proof.reason}): {proof.why}"
+    here, there = int8_isa(), str(proof.machine.get("int8_isa", ""))
+    if here != there:
+        return False, f"INT8 was proven on a {there} CPU; this one is {here}"
+    return True, f"INT8 proven for this version: {proof.why}"
+
+
+def model_int8_onnx(sm: ScoringModel) -> bytes:
+    """The version's stored INT8 graph, checked against the SHA-256 in its proof.
+
+    Never built here: building needs the calibration set, which only the registration step
+    has (`prove_int8`). `EngineError(int8_not_allowed)` without a proof or graph.
+    """
+    from scintiflow.storage import KeyNotFoundError
+
+    proof = read_int8_proof(sm)
+    missing = EngineError(
+        f"version {sm.version or '?'} has no INT8 graph (run prove_int8 at registration)",
+        reason="int8_not_allowed",
+    )
+    if proof is None or sm.store is None or not proof.graph.get("sha256"):
+        raise missing
+    try:
+        data = sm.store.get(f"{sm.version_prefix}/{INT8_GRAPH}")
+    except KeyNotFoundError:
+        raise missing from None
+    if _sha256(data) != proof.graph["sha256"]:
+        raise EngineError(
+            f"{INT8_GRAPH} of {sm.version} does not match the SHA-256 in {INT8_PROOF}",
+            reason="int8_not_allowed",
+        )
+    return data
+
+
+def int8_calibration(sm: ScoringModel) -> np.ndarray:
+    """The stored calibration inputs (N, 1, S, S) of a proven version (for TensorRT INT8)."""
+    from scintiflow.storage import KeyNotFoundError
+
+    prefix = sm.version_prefix
+    if prefix is None or sm.store is None:
+        raise EngineError("no registry: no calibration set", reason="int8_not_allowed")
+    try:
+        data = sm.store.get(f"{prefix}/{INT8_CALIBRATION}")
+    except KeyNotFoundError:
+        raise EngineError(
+            f"version {sm.version} has no {INT8_CALIBRATION} (run prove_int8 at registration)",
+            reason="int8_not_allowed",
+        ) from None
+    return np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.float32)
+
+
+def _score_all(engine: Any, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    probs, cams = [], []
+    for i in range(0, len(x), batch):
+        p, c = engine.run(x[i : i + batch])
+        probs.append(p)
+        if c is not None:
+            cams.append(c)
+    return np.concatenate(probs), (np.concatenate(cams) if cams else None)
+
+
+def evaluate_int8(
+    sm: ScoringModel,
+    int8_graph: bytes,
+    eval_sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    threads: int | None = None,
+    batch: int = 32,
+) -> tuple[list[SetComparison], dict[str, float]]:
+    """Score every set with the fp32 and the INT8 graph; comparisons and img/s of each."""
+    from scintiflow.inference.engines.export import model_onnx
+    from scintiflow.inference.engines.ort_engine import OrtEngine
+
+    fp32 = OrtEngine(sm, threads=threads, onnx_bytes=model_onnx(sm))
+    int8 = OrtEngine(sm, threads=threads, onnx_bytes=int8_graph, precision="int8")
+    out, seconds, images = [], {"fp32": 0.0, "int8": 0.0}, 0
+    for name, (x, y) in eval_sets.items():
+        if len(x) == 0:
+            continue
+        t0 = time.perf_counter()
+        ref = _score_all(fp32, x, batch)
+        t1 = time.perf_counter()
+        got = _score_all(int8, x, batch)
+        seconds["fp32"] += t1 - t0
+        seconds["int8"] += time.perf_counter() - t1
+        images += len(x)
+        out.append(compare_outputs(name, np.asarray(y), ref, got))
+    speed = {k: (images / s if s > 0 else 0.0) for k, s in seconds.items()}
+    return out, speed
+
+
+def prove_int8(
+    store: ObjectStore,
+    name: str,
+    version: str,
+    *,
+    calibration: CalibrationSet,
+    eval_sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    models_prefix: str = "models",
+    options: QuantOptions | None = None,
+    rule: Int8Rule = INT8_RULE,
+    threads: int | None = None,
+) -> Int8Proof:
+    """Build, evaluate and record the INT8 graph of a registered version (see module doc).
+
+    `eval_sets` maps a set name (`internal`, `external`) to (x, y): inputs preprocessed with
+    the version's `PreprocessConfig`, (N, 1, S, S) float32, and class indices. Idempotent:
+    when `int8.json` exists it is returned unchanged; a graph left by a crashed earlier call
+    is evaluated as stored, never rewritten. A quantisation error is recorded as a failed
+    proof (`quantization_failed`): the version then scores in fp32.
+    """
+    from scintiflow.inference.engines.export import model_onnx
+    from scintiflow.inference.engines.quantize import quantize_int8
+    from scintiflow.storage import KeyExistsError
+
+    opts = options or QuantOptions()
+    sm = load_scoring_model(store, name, version, models_prefix)
+    existing = read_int8_proof(sm)
+    if existing is not None:
+        return existing
+    prefix = sm.version_prefix
+    assert prefix is not None  # loaded from a store with a name and version
+    x_cal = np.ascontiguousarray(calibration.x, dtype=np.float32)
+    fp32 = model_onnx(sm)
+    graph: dict[str, Any] = {"file": INT8_GRAPH, "options": opts.to_dict()}
+    graph["fp32_sha256"] = _sha256(fp32)
+    sets: list[SetComparison] = []
+    speed: dict[str, float] = {}
+    try:
+        data = sm.cached(INT8_GRAPH, lambda: quantize_int8(fp32, x_cal, opts))
+    except Exception as exc:  # the quantiser raises many types; record why, score fp32
+        allowed, reason = False, "quantization_failed"
+        why = f"quantisation failed: {type(exc).__name__}: {exc}"[:500]
+    else:
+        graph.update(sha256=_sha256(data), size=len(data))
+        sm.cached(INT8_CALIBRATION, lambda: _npy(x_cal))
+        sets, speed = evaluate_int8(sm, data, eval_sets, threads=threads)
+        allowed, reason, why = int8_verdict(sets, rule)
+    proof = _proof_record(allowed, reason, why, sets, graph, calibration, speed, rule, threads)
+    body = (json.dumps(proof.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+    try:
+        store.put(f"{prefix}/{INT8_PROOF}", body, if_absent=True)
+    except KeyExistsError:  # a concurrent prover won: its proof stands
+        again = read_int8_proof(sm)
+        assert again is not None
+        return again
+    log.info("int8 proof of %s %s: %s (%s)", name, version, reason, why)
+    return proof
+
+
+def _proof_record(
+    allowed: bool,
+    reason: str,
+    why: str,
+    sets: Sequence[SetComparison],
+    graph: dict[str, Any],
+    calibration: CalibrationSet,
+    speed: Mapping[str, float],
+    rule: Int8Rule,
+    threads: int | None,
+) -> Int8Proof:
+    import onnxruntime
+
+    from scintiflow.ml.training import available_cores
+
+    return Int8Proof(
+        allowed=allowed,
+        reason=reason,
+        why=why,
+        sets={s.name: s.to_dict() for s in sets},
+        graph=graph,
+        calibration={
+            "n": len(calibration.keys),
+            "keys": list(calibration.keys),
+            "strata": dict(calibration.strata),
+            "seed": calibration.seed,
+            "file": INT8_CALIBRATION if "sha256" in graph else None,
+        },
+        machine={
+            "int8_isa": int8_isa(),
+            "machine": platform.machine(),
+            "onnxruntime": onnxruntime.__version__,
+            "threads": threads or available_cores(),
+            "eval_images_per_s": dict(speed),
+        },
+        rule=asdict(rule),
+        created_at=f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}",
+    )
+
+
+def proof_markdown(proof: Int8Proof) -> str:
+    """The proof as a short markdown section (for reports and card readers)."""
+    verdict = "INT8 allowed" if proof.allowed else "scores in fp32"
+    lines = [
+        f"**INT8: {verdict}** ({proof.reason}): {proof.why}",
+        "",
+        "| set | n | top-1 agreement | accuracy fp32 | accuracy int8 | max prob diff "
+        "| CAM Pearson median | CAM Pearson p5 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in proof.sets.items():
+        med, p5 = s.get("cam_pearson_median"), s.get("cam_pearson_p5")
+        lines.append(
+            f"| {name} | {s['n']} | {s['agreement']:.4f} | {s['accuracy_fp32']:.4f} "
+            f"| {s['accuracy_int8']:.4f} | {s['max_prob_diff']:.4f} "
+            f"| {'-' if med is None else f'{med:.5f}'} | {'-' if p5 is None else f'{p5:.5f}'} |"
+        )
+    cal = proof.calibration
+    lines += ["", f"Calibration: {cal['n']} training images, strata {cal['strata']}."]
+    return "\n".join(lines) + "\n"
