@@ -634,7 +634,7 @@ def _score_run(
     source = _open(input_url)
     dest = _open(out) if out else source
     sm = load_scoring_model(_open(registry), model_name, version, prefixes.models)
-    kind = select_engine(engine_kind, sm.gap_linear)
+    kind = select_engine(engine_kind, sm)
     console.print(
         f"model {sm.name} {sm.version} ({sm.arch}, {sm.preprocess.image_size} px); "
         f"engine {kind}" + (" (auto)" if engine_kind == "auto" else ""),

@@ -29,17 +29,23 @@ import json
 import logging
 import platform
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from scintiflow.inference.engines import EngineError, ScoringModel, load_scoring_model
+from scintiflow.inference.engines.agreement import (
+    INT8_RULE,
+    Int8Rule,
+    SetComparison,
+    compare_outputs,
+    int8_verdict,
+)
+from scintiflow.inference.engines.calibration import CalibrationSet, calibration_set
 from scintiflow.inference.engines.quantize import QuantOptions
-from scintiflow.ml.preprocess import PreprocessConfig
 from scintiflow.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -48,215 +54,6 @@ INT8_GRAPH = "model.int8.onnx"
 INT8_CALIBRATION = "int8-calibration.npy"
 INT8_PROOF = "int8.json"
 PROOF_SCHEMA = 1
-DEFAULT_CALIBRATION_SIZE = 32
-
-
-@dataclass(frozen=True)
-class Int8Rule:
-    """When INT8 may replace fp32 for a version (checked on every evaluation set)."""
-
-    min_agreement: float = 0.99
-    max_accuracy_drop: float = 0.005  # 0.5 accuracy points
-
-
-INT8_RULE = Int8Rule()
-
-
-class LabelledImage(Protocol):
-    """What a calibration candidate must carry (e.g. `ml.study.StudyImage`)."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def label(self) -> int: ...
-    @property
-    def site(self) -> str: ...
-    @property
-    def pixels(self) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class CalibrationSet:
-    """Preprocessed calibration inputs and where they came from (keys, strata)."""
-
-    x: np.ndarray = field(repr=False)  # (N, 1, S, S) float32
-    keys: tuple[str, ...]
-    strata: dict[str, int]  # "site/class index" -> images drawn
-    seed: int = 0
-
-
-def stratified_sample(
-    labels: Sequence[int], sites: Sequence[str], n: int, seed: int = 0
-) -> list[int]:
-    """`n` indices spread over the (site, class) strata in proportion to their sizes.
-
-    Every stratum gets at least one image when `n` allows (the largest strata first when it
-    does not); the rest is allocated by largest remainder. Deterministic for a seed.
-    """
-    if len(labels) != len(sites):
-        raise ValueError("labels and sites differ in length")
-    rng = np.random.default_rng(seed)
-    strata: dict[tuple[str, int], list[int]] = {}
-    for i, (site, label) in enumerate(zip(sites, labels, strict=True)):
-        strata.setdefault((str(site), int(label)), []).append(i)
-    order = sorted(strata, key=lambda s: (-len(strata[s]), s))
-    members = {s: list(rng.permutation(strata[s])) for s in order}
-    n = min(int(n), len(labels))
-    quota = dict.fromkeys(order, 0)
-    for s in order[:n]:
-        quota[s] = 1
-    rest = n - sum(quota.values())
-    spare = {s: len(members[s]) - quota[s] for s in order}
-    total = sum(spare.values())
-    if rest > 0 and total > 0:
-        ideal = {s: rest * spare[s] / total for s in order}
-        for s in order:
-            quota[s] += int(ideal[s])
-        left = n - sum(quota.values())
-        by_remainder = sorted(order, key=lambda s: (-(ideal[s] - int(ideal[s])), order.index(s)))
-        for s in by_remainder:
-            if left == 0:
-                break
-            if quota[s] < len(members[s]):
-                quota[s] += 1
-                left -= 1
-    return sorted(int(i) for s in order for i in members[s][: quota[s]])
-
-
-def calibration_set(
-    images: Sequence[LabelledImage],
-    preprocess: PreprocessConfig,
-    *,
-    n: int = DEFAULT_CALIBRATION_SIZE,
-    seed: int = 0,
-) -> CalibrationSet:
-    """`n` training images stratified by class and site, preprocessed for the version."""
-    from scintiflow.ml.preprocess import preprocess_batch
-
-    idx = stratified_sample([im.label for im in images], [im.site for im in images], n, seed)
-    if not idx:
-        raise ValueError("no images to calibrate on")
-    chosen = [images[i] for i in idx]
-    strata = Counter(f"{im.site}/{int(im.label)}" for im in chosen)
-    return CalibrationSet(
-        x=preprocess_batch([im.pixels for im in chosen], preprocess),
-        keys=tuple(im.key for im in chosen),
-        strata=dict(sorted(strata.items())),
-        seed=seed,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Comparison
-
-
-@dataclass(frozen=True)
-class SetComparison:
-    """int8 vs fp32 on one evaluation set (probabilities temperature-scaled as scored)."""
-
-    name: str
-    n: int
-    agreement: float  # top-1 agreement
-    accuracy_fp32: float
-    accuracy_int8: float
-    max_prob_diff: float  # max |p_int8 - p_fp32| over images and classes
-    cam_pearson_median: float | None  # per image, map of the fp32-predicted class
-    cam_pearson_p5: float | None
-    cam_images: int  # images with a CAM comparison (0 without in-graph CAM)
-
-    @property
-    def accuracy_drop(self) -> float:
-        return self.accuracy_fp32 - self.accuracy_int8
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["accuracy_drop"] = self.accuracy_drop
-        return out
-
-
-def cam_pearson(reference: np.ndarray, other: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Per-image Pearson correlation of the raw (h, w) maps of class `classes[i]`.
-
-    Two constant maps (e.g. both all zero after the ReLU) count as 1.0 when equal, else 0.0;
-    one constant map against a varying one counts 0.0.
-    """
-    idx = np.arange(len(classes))
-    a = reference[idx, classes].reshape(len(classes), -1).astype(np.float64)
-    b = other[idx, classes].reshape(len(classes), -1).astype(np.float64)
-    a -= a.mean(axis=1, keepdims=True)
-    b -= b.mean(axis=1, keepdims=True)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    tiny = 1e-12
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (a * b).sum(axis=1) / (na * nb)
-    flat_a, flat_b = na <= tiny, nb <= tiny
-    r = np.where(flat_a | flat_b, 0.0, r)
-    both = flat_a & flat_b
-    same = np.isclose(
-        reference[idx, classes].reshape(len(classes), -1),
-        other[idx, classes].reshape(len(classes), -1),
-        atol=1e-6,
-    ).all(axis=1)
-    return np.where(both, np.where(same, 1.0, 0.0), r)
-
-
-def compare_outputs(
-    name: str,
-    y: np.ndarray,
-    fp32: tuple[np.ndarray, np.ndarray | None],
-    int8: tuple[np.ndarray, np.ndarray | None],
-) -> SetComparison:
-    """Agreement, accuracies, max probability difference and CAM correlation of one set."""
-    (p32, c32), (p8, c8) = fp32, int8
-    y = np.asarray(y)
-    if len(y) == 0 or p32.shape != p8.shape or len(y) != len(p32):
-        raise ValueError("fp32 and int8 outputs must cover the same non-empty set")
-    top32, top8 = p32.argmax(1), p8.argmax(1)
-    median = p5 = None
-    n_cam = 0
-    if c32 is not None and c8 is not None:
-        r = cam_pearson(c32, c8, top32)
-        n_cam = len(r)
-        median, p5 = float(np.median(r)), float(np.percentile(r, 5))
-    return SetComparison(
-        name=name,
-        n=len(y),
-        agreement=float((top32 == top8).mean()),
-        accuracy_fp32=float((top32 == y).mean()),
-        accuracy_int8=float((top8 == y).mean()),
-        max_prob_diff=float(np.abs(p8 - p32).max()),
-        cam_pearson_median=median,
-        cam_pearson_p5=p5,
-        cam_images=n_cam,
-    )
-
-
-def int8_verdict(
-    sets: Sequence[SetComparison], rule: Int8Rule = INT8_RULE
-) -> tuple[bool, str, str]:
-    """(allowed, reason code, why) under `rule`; codes `passed`, `agreement_below_rule`,
-    `accuracy_drop_above_rule`, `no_evaluation_set`."""
-    if not sets:
-        return False, "no_evaluation_set", "no evaluation set was given: nothing proves INT8"
-    for s in sets:
-        if s.agreement < rule.min_agreement:
-            return (
-                False,
-                "agreement_below_rule",
-                f"{s.name}: int8/fp32 top-1 agreement {s.agreement:.4f} < "
-                f"{rule.min_agreement:.2f} ({s.n} images)",
-            )
-    for s in sets:
-        if s.accuracy_drop > rule.max_accuracy_drop + 1e-12:
-            return (
-                False,
-                "accuracy_drop_above_rule",
-                f"{s.name}: accuracy {s.accuracy_fp32:.4f} (fp32) -> {s.accuracy_int8:.4f} "
-                f"(int8), a drop of {100 * s.accuracy_drop:.2f} points > "
-                f"{100 * rule.max_accuracy_drop:.1f}",
-            )
-    names = ", ".join(s.name for s in sets)
-    return True, "passed", f"agreement >= {rule.min_agreement:.2f} and accuracy kept on {names}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,3 +351,25 @@ def proof_markdown(proof: Int8Proof) -> str:
     cal = proof.calibration
     lines += ["", f"Calibration: {cal['n']} training images, strata {cal['strata']}."]
     return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "INT8_CALIBRATION",
+    "INT8_GRAPH",
+    "INT8_PROOF",
+    "INT8_RULE",
+    "CalibrationSet",
+    "Int8Proof",
+    "Int8Rule",
+    "SetComparison",
+    "calibration_set",
+    "compare_outputs",
+    "evaluate_int8",
+    "int8_calibration",
+    "int8_isa",
+    "int8_permission",
+    "int8_verdict",
+    "model_int8_onnx",
+    "prove_int8",
+    "read_int8_proof",
+]
