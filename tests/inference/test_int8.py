@@ -462,6 +462,26 @@ def test_calibration_on_constant_images_fails_the_rule_and_scores_fp32(
 
 
 @pytest.mark.slow
+def test_a_quantisation_error_is_recorded_and_the_version_scores_fp32(trained: _Trained) -> None:
+    from scintiflow.ml.registry import load_model
+
+    model, _ = load_model(trained.store, "thyroid", trained.version)
+    version = _register(trained.store, model, "resnet34")
+    wrong = CalibrationSet(
+        x=np.zeros((4, 1, SIZE // 2, SIZE // 3), np.float32), keys=("w",) * 4, strata={"w": 4}
+    )
+    proof = prove_int8(
+        trained.store, "thyroid", version, calibration=wrong, eval_sets=trained.eval_sets
+    )
+    assert (proof.allowed, proof.reason) == (False, "quantization_failed")
+    assert proof.why.startswith("quantisation failed: ")
+    assert proof.sets == {}
+    assert not trained.store.exists(f"models/thyroid/{version}/{INT8_GRAPH}")
+    sm = load_scoring_model(trained.store, "thyroid", version)
+    assert select_engine("auto", sm, has_tensorrt=False, has_cuda=False) == "onnxruntime"
+
+
+@pytest.mark.slow
 def test_versions_without_a_proof_or_proven_elsewhere_score_fp32(trained: _Trained) -> None:
     from scintiflow.ml.registry import load_model
 

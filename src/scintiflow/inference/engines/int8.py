@@ -249,12 +249,14 @@ def prove_int8(
     `eval_sets` maps a set name (`internal`, `external`) to (x, y): inputs preprocessed with
     the version's `PreprocessConfig`, (N, 1, S, S) float32, and class indices. Idempotent:
     when `int8.json` exists it is returned unchanged; a graph left by a crashed earlier call
-    is evaluated as stored, never rewritten. A quantisation error is recorded as a failed
-    proof (`quantization_failed`): the version then scores in fp32.
+    is evaluated as stored, never rewritten. A quantisation or evaluation error is recorded
+    as a failed proof (`quantization_failed`, `evaluation_failed`): the version then scores
+    in fp32 (store errors propagate). Reason codes of a proof: those two, and
+    `agreement.int8_verdict`'s.
     """
     from scintiflow.inference.engines.export import model_onnx
     from scintiflow.inference.engines.quantize import quantize_int8
-    from scintiflow.storage import KeyExistsError
+    from scintiflow.storage import KeyExistsError, StoreError
 
     opts = options or QuantOptions()
     sm = load_scoring_model(store, name, version, models_prefix)
@@ -271,14 +273,21 @@ def prove_int8(
     speed: dict[str, float] = {}
     try:
         data = sm.cached(INT8_GRAPH, lambda: quantize_int8(fp32, x_cal, opts))
+    except StoreError:
+        raise
     except Exception as exc:  # the quantiser raises many types; record why, score fp32
-        allowed, reason = False, "quantization_failed"
-        why = f"quantisation failed: {type(exc).__name__}: {exc}"[:500]
+        allowed, reason, why = False, "quantization_failed", _failure("quantisation", exc)
     else:
         graph.update(sha256=_sha256(data), size=len(data))
         sm.cached(INT8_CALIBRATION, lambda: _npy(x_cal))
-        sets, speed = evaluate_int8(sm, data, eval_sets, threads=threads)
-        allowed, reason, why = int8_verdict(sets, rule)
+        try:
+            sets, speed = evaluate_int8(sm, data, eval_sets, threads=threads)
+        except StoreError:
+            raise
+        except Exception as exc:  # e.g. ORT cannot run the graph: record why, score fp32
+            allowed, reason, why = False, "evaluation_failed", _failure("evaluation", exc)
+        else:
+            allowed, reason, why = int8_verdict(sets, rule)
     proof = _proof_record(allowed, reason, why, sets, graph, calibration, speed, rule, threads)
     body = (json.dumps(proof.to_dict(), indent=2, sort_keys=True) + "\n").encode()
     try:
@@ -289,6 +298,10 @@ def prove_int8(
         return again
     log.info("int8 proof of %s %s: %s (%s)", name, version, reason, why)
     return proof
+
+
+def _failure(step: str, exc: Exception) -> str:
+    return f"{step} failed: {type(exc).__name__}: {exc}"[:500]
 
 
 def _proof_record(
