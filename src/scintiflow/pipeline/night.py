@@ -134,7 +134,7 @@ def resolve_model(registry_url: str, name: str, selector: str, engine: str) -> M
             wanted, note = "latest", NO_CHAMPION_NOTE
     meta = read_version(store, name, wanted, models)
     sm = scoring_model(registry_url, name, meta.version)
-    kind = select_engine(engine, sm.gap_linear)
+    kind = select_engine(engine, sm)
     return ModelRef(registry_url, name, selector, meta.version, meta.arch, kind, note)
 
 

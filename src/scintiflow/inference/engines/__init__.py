@@ -10,14 +10,23 @@
 or None when the engine draws no maps. Maps are raw (not normalised); `scintiflow.inference.explain`
 upsamples and normalises them.
 
-Engine choice (`select_engine`):
-- `auto`: `tensorrt` when TensorRT imports and a CUDA GPU is present, else `onnxruntime`.
+Every engine says what ran: `engine.name` (recorded in every prediction row: `onnxruntime`,
+`onnxruntime-int8`, `torch`, `torch-cuda`, `tensorrt`, `tensorrt-int8`, or `<name>+gradcam`)
+and `engine.precision` (`fp32`, `int8`, `fp16` or `bf16`: the arithmetic of the network).
+
+Engine choice (`select_engine(requested, sm)`):
+- `auto`: `tensorrt` (fp16) when TensorRT imports and a CUDA GPU is present; on CPU
+  `onnxruntime-int8` when the version's INT8 proof (`int8.json`, `engines.int8`) allows it on
+  this CPU's int8 instruction class, else `onnxruntime` (fp32), the reason logged.
   For heads that are not GAP-linear (AlexNet, MobileNetV3), heatmaps need real gradients,
   which neither ONNX Runtime nor TensorRT give: `auto` then picks `torch` (CUDA when present),
   which computes probabilities and Grad-CAM in one forward + backward pass.
-- An explicit `onnxruntime` / `tensorrt` for such a head is honoured: probabilities come from
-  that engine and the maps from pytorch-grad-cam on the torch model, for the class the engine
-  predicted (the engine's name then reads e.g. `onnxruntime+gradcam`).
+- Explicit choices are honoured: `onnxruntime-int8` only for a version whose proof allows
+  it (`EngineError(int8_not_allowed)` otherwise); `tensorrt-int8` (the TensorRT INT8 option,
+  calibrated on the version's stored INT8 calibration set) only with TensorRT and a GPU.
+  For a head that is not GAP-linear an explicit `onnxruntime*` / `tensorrt*` gives
+  probabilities from that engine and maps from pytorch-grad-cam on the torch model, for the
+  class the engine predicted (the engine's name then reads e.g. `onnxruntime+gradcam`).
 """
 
 from __future__ import annotations
@@ -40,7 +49,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENGINES: tuple[str, ...] = ("auto", "onnxruntime", "torch", "tensorrt")
+ENGINES: tuple[str, ...] = (
+    "auto",
+    "onnxruntime",
+    "onnxruntime-int8",
+    "torch",
+    "tensorrt",
+    "tensorrt-int8",
+)
+PRECISIONS: tuple[str, ...] = ("fp32", "int8", "fp16", "bf16")
 DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.6
 """Used when a model card has no `low_confidence_threshold`."""
 
@@ -49,7 +66,7 @@ class EngineError(Exception):
     """An engine cannot be chosen or run; `reason` is a stable lower_snake code.
 
     Codes: `unknown_engine`, `engine_unavailable`, `bad_batch`, `onnx_export_failed`,
-    `tensorrt_build_failed`.
+    `tensorrt_build_failed`, `int8_not_allowed`.
     """
 
     def __init__(self, message: str, *, reason: str) -> None:
@@ -61,7 +78,8 @@ class EngineError(Exception):
 class Engine(Protocol):
     """Runs a preprocessed batch; what every scoring path calls."""
 
-    name: str  # recorded in every prediction row, e.g. "onnxruntime"
+    name: str  # recorded in every prediction row, e.g. "onnxruntime", "onnxruntime-int8"
+    precision: str  # one of PRECISIONS: the network's arithmetic, e.g. "int8"
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(B, 1, S, S) float32 -> (probs (B, K), cams (B, K|1, h, w) or None)."""
@@ -193,41 +211,64 @@ def tensorrt_importable() -> bool:
 
 def select_engine(
     requested: str,
-    gap_linear: bool = True,
+    model: bool | ScoringModel = True,
     *,
     has_tensorrt: bool | None = None,
     has_cuda: bool | None = None,
+    int8_allowed: bool | None = None,
 ) -> str:
-    """Resolve `auto|onnxruntime|torch|tensorrt` to a concrete engine name (logged).
+    """Resolve `requested` (one of `ENGINES`) to a concrete engine name (logged with why).
 
-    `auto`: tensorrt if importable with a GPU, else onnxruntime; for heads that are not
-    GAP-linear, torch (Grad-CAM needs gradients). `has_tensorrt`/`has_cuda` override the
-    detection (tests). An explicit tensorrt without TensorRT or a GPU is an error.
+    `model` is the version (`ScoringModel`: its head and its INT8 proof are read) or just
+    whether its head is GAP-linear (then INT8 is never chosen: the proof is not known).
+    `has_tensorrt`/`has_cuda`/`int8_allowed` override the detection (tests). An explicit
+    tensorrt without TensorRT or a GPU, or an explicit INT8 engine the proof does not allow,
+    is an error.
     """
     if requested not in ENGINES:
         raise EngineError(
             f"unknown engine {requested!r}; choose one of {', '.join(ENGINES)}",
             reason="unknown_engine",
         )
+    gap_linear = model if isinstance(model, bool) else model.gap_linear
     trt = tensorrt_importable() if has_tensorrt is None else has_tensorrt
     gpu = has_cuda if has_cuda is not None else (cuda_available() if trt else False)
-    if requested == "tensorrt" and not (trt and gpu):
+    if requested.startswith("tensorrt") and not (trt and gpu):
         raise EngineError(
-            "engine tensorrt needs the tensorrt package and a CUDA GPU "
+            f"engine {requested} needs the tensorrt package and a CUDA GPU "
             f"(tensorrt importable: {trt}, GPU: {gpu})",
             reason="engine_unavailable",
         )
+    int8_ok, int8_why = _int8_permission(model, int8_allowed, requested, trt and gpu)
+    if requested == "onnxruntime-int8" and not int8_ok:
+        raise EngineError(f"engine onnxruntime-int8 refused: {int8_why}", reason="int8_not_allowed")
     if requested != "auto":
-        chosen = requested
-        why = "requested"
+        chosen, why = requested, "requested"
     elif not gap_linear:
         chosen, why = "torch", "head is not GAP-linear: Grad-CAM needs gradients"
     elif trt and gpu:
         chosen, why = "tensorrt", "TensorRT importable and a CUDA GPU present"
+    elif int8_ok:
+        chosen, why = "onnxruntime-int8", f"no TensorRT with a GPU here; {int8_why}"
     else:
-        chosen, why = "onnxruntime", "no TensorRT with a GPU here"
+        chosen, why = "onnxruntime", f"no TensorRT with a GPU here; fp32: {int8_why}"
     log.info("engine %s (%s)", chosen, why)
     return chosen
+
+
+def _int8_permission(
+    model: bool | ScoringModel, override: bool | None, requested: str, gpu_engine: bool
+) -> tuple[bool, str]:
+    """Whether the version may score in ONNX Runtime INT8 here, and why (reads int8.json)."""
+    if override is not None:
+        return override, "INT8 allowed (given)" if override else "INT8 not allowed (given)"
+    if isinstance(model, bool):
+        return False, "no scoring model given, so no INT8 proof read"
+    if requested not in ("auto", "onnxruntime-int8") or gpu_engine:
+        return False, "INT8 not considered"
+    from scintiflow.inference.engines.int8 import int8_permission
+
+    return int8_permission(model)
 
 
 def open_engine(
@@ -246,7 +287,7 @@ def open_engine(
     always return every class's map (they cost nothing extra).
     """
     if kind == "auto":
-        kind = select_engine("auto", sm.gap_linear)
+        kind = select_engine("auto", sm)
     engine: Engine
     if kind == "torch":
         from scintiflow.inference.engines.torch_engine import TorchEngine
@@ -254,14 +295,15 @@ def open_engine(
         return TorchEngine(
             sm, device=device, maps=maps, all_class_maps=all_class_maps, threads=threads
         )
-    if kind == "onnxruntime":
+    if kind in ("onnxruntime", "onnxruntime-int8"):
         from scintiflow.inference.engines.ort_engine import OrtEngine
 
-        engine = OrtEngine(sm, threads=threads, cams=maps)
-    elif kind == "tensorrt":
+        precision = "int8" if kind == "onnxruntime-int8" else "fp32"
+        engine = OrtEngine(sm, threads=threads, cams=maps, precision=precision)
+    elif kind in ("tensorrt", "tensorrt-int8"):
         from scintiflow.inference.engines.tensorrt_engine import TensorRTEngine
 
-        engine = TensorRTEngine(sm, cams=maps)
+        engine = TensorRTEngine(sm, cams=maps, int8=kind == "tensorrt-int8")
     else:
         raise EngineError(f"unknown engine {kind!r}", reason="unknown_engine")
     if maps and not sm.gap_linear:
@@ -274,6 +316,7 @@ def open_engine(
 __all__ = [
     "DEFAULT_LOW_CONFIDENCE_THRESHOLD",
     "ENGINES",
+    "PRECISIONS",
     "Engine",
     "EngineError",
     "ScoringModel",

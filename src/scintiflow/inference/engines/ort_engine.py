@@ -1,8 +1,11 @@
-"""The ONNX Runtime engine: the CPU default.
+"""The ONNX Runtime engine: the CPU default, in fp32 or INT8.
 
-Runs the version's `model.onnx` (exported once, cached in the version folder) with every
-graph optimisation enabled and intra-op threads = the cores this process may use. The input
-is bound in place through IO binding (no copy into an ORT tensor).
+Runs the version's `model.onnx` (exported once, cached in the version folder) or, with
+`precision="int8"`, its proven `model.int8.onnx` (built once at registration by
+`engines.int8.prove_int8`, never at scoring time), with every graph optimisation enabled
+(ORT fuses DequantizeLinear -> Conv -> QuantizeLinear into integer kernels at this level) and
+intra-op threads = the cores this process may use. The input is bound in place through IO
+binding (no copy into an ORT tensor). Both graphs take and return float32.
 """
 
 from __future__ import annotations
@@ -42,10 +45,15 @@ def ort_session(
     )
 
 
-class OrtEngine:
-    """`run(batch) -> (probs, cams | None)` on ONNX Runtime; `name` is `onnxruntime`."""
+ORT_PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 
-    name = "onnxruntime"
+
+class OrtEngine:
+    """`run(batch) -> (probs, cams | None)` on ONNX Runtime.
+
+    `name` is `onnxruntime` (fp32) or `onnxruntime-int8`; `precision` is `fp32` or `int8`.
+    `onnx_bytes` overrides the version's stored graph (benchmarks, the proof itself).
+    """
 
     def __init__(
         self,
@@ -54,9 +62,22 @@ class OrtEngine:
         threads: int | None = None,
         cams: bool = True,
         onnx_bytes: bytes | None = None,
+        precision: str = "fp32",
+        spin: bool = False,
     ) -> None:
+        if precision not in ORT_PRECISIONS:
+            raise ValueError(f"ONNX Runtime runs {ORT_PRECISIONS}, not {precision!r}")
         self.sm = sm
-        self.session = ort_session(onnx_bytes or model_onnx(sm), threads=threads)
+        self.precision = precision
+        self.name = "onnxruntime" if precision == "fp32" else f"onnxruntime-{precision}"
+        if onnx_bytes is None:
+            if precision == "int8":
+                from scintiflow.inference.engines.int8 import model_int8_onnx
+
+                onnx_bytes = model_int8_onnx(sm)
+            else:
+                onnx_bytes = model_onnx(sm)
+        self.session = ort_session(onnx_bytes, threads=threads, spin=spin)
         names = [o.name for o in self.session.get_outputs()]
         self.outputs = [OUTPUT_LOGITS] + ([OUTPUT_CAMS] if cams and OUTPUT_CAMS in names else [])
 

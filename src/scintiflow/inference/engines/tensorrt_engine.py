@@ -5,9 +5,16 @@
 - Precision: TensorRT 10 builds FP16 from the float32 graph with `BuilderFlag.FP16`.
   TensorRT 11 networks are strongly typed (precision flags are gone): it gets the FP16 graph
   `model.fp16.onnx` (float32 in/out, float16 inside; `export_onnx(fp16=True)`).
+- INT8, behind a flag (`--engine tensorrt-int8`), calibrated on the SAME calibration set as
+  the ONNX Runtime INT8 graph (`int8-calibration.npy`, stored by `engines.int8.prove_int8`):
+  TensorRT 10 calibrates the float32 graph itself (`IInt8EntropyCalibrator2`, a calibration
+  profile fixed at the calibration batch, `BuilderFlag.INT8` with FP16 for layers left in
+  float). TensorRT 11 dropped implicit INT8: it gets an explicit Q/DQ graph instead,
+  `model.int8.trt.onnx` (symmetric int8 activations and weights, `quantize_int8(...,
+  target="tensorrt")`), built from the stored calibration set on first use.
 - Plans are not portable: each is cached in the model version folder as
-  `engine-sm<major><minor>-trt<version>.plan` (`engine_cache_name`), built on first use on
-  a node of that kind and reused by every later run there.
+  `engine-sm<major><minor>-trt<version>.plan` (`-int8.plan` for INT8; `engine_cache_name`),
+  built on first use on a node of that kind and reused by every later run there.
 - Execution: torch CUDA tensors for input and outputs, `set_input_shape`,
   `set_tensor_address`, `execute_async_v3` on torch's current stream.
 
@@ -31,6 +38,8 @@ if TYPE_CHECKING:
 OPT_BATCH = 64
 MAX_BATCH = 256
 WORKSPACE_BYTES = 2 << 30
+CALIBRATION_BATCH = 8
+TRT_INT8_GRAPH = "model.int8.trt.onnx"
 
 
 def trt_major(version: str) -> int:
@@ -46,19 +55,65 @@ def strongly_typed(version: str) -> bool:
     return trt_major(version) >= 11
 
 
-def engine_cache_name(compute_capability: tuple[int, int], trt_version: str) -> str:
-    """File name of a plan in the version folder: `engine-sm<maj><min>-trt<version>.plan`.
+def engine_cache_name(
+    compute_capability: tuple[int, int], trt_version: str, precision: str = "fp16"
+) -> str:
+    """File name of a plan in the version folder: `engine-sm<maj><min>-trt<version>.plan`
+    (FP16) or `...-int8.plan` (INT8).
 
     A plan runs only on the GPU architecture and TensorRT version that built it, so both are
     in the key; the version is sanitised to `[0-9A-Za-z.]`.
     """
+    if precision not in ("fp16", "int8"):
+        raise ValueError(f"TensorRT plans are fp16 or int8, not {precision!r}")
     major, minor = (int(v) for v in compute_capability)
     if major < 1 or minor < 0:
         raise ValueError(f"bad compute capability {compute_capability!r}")
     clean = re.sub(r"[^0-9A-Za-z.]", "_", trt_version.strip())
     if not clean or trt_major(clean) < 1:
         raise ValueError(f"bad TensorRT version {trt_version!r}")
-    return f"engine-sm{major}{minor}-trt{clean}.plan"
+    suffix = "-int8" if precision == "int8" else ""
+    return f"engine-sm{major}{minor}-trt{clean}{suffix}.plan"
+
+
+def calibration_batches(x: np.ndarray, batch: int = CALIBRATION_BATCH) -> list[np.ndarray]:
+    """Equal-sized calibration batches (TensorRT calibrates at one fixed batch size; a short
+    tail is dropped, all of it when fewer than `batch` images: then one smaller batch)."""
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    if arr.ndim != 4 or len(arr) == 0:
+        raise ValueError(f"calibration must be a non-empty (N, 1, S, S) array, got {arr.shape}")
+    size = min(batch, len(arr))
+    return [arr[i : i + size] for i in range(0, len(arr) - size + 1, size)]
+
+
+def _entropy_calibrator(batches: list[np.ndarray]) -> Any:
+    """A TensorRT 10 `IInt8EntropyCalibrator2` feeding `batches` from CUDA memory."""
+    import tensorrt as trt
+    import torch
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.batches = iter(batches)
+            self.current: torch.Tensor | None = None  # kept alive while TensorRT reads it
+
+        def get_batch_size(self) -> int:
+            return int(batches[0].shape[0])
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            item = next(self.batches, None)
+            if item is None:
+                return None
+            self.current = torch.from_numpy(item).cuda().contiguous()
+            return [int(self.current.data_ptr())]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return None  # the built plan is cached instead
+
+        def write_calibration_cache(self, cache: bytes) -> None:
+            return None
+
+    return Calibrator()
 
 
 def build_plan(
@@ -68,8 +123,14 @@ def build_plan(
     opt_batch: int = OPT_BATCH,
     max_batch: int = MAX_BATCH,
     workspace_bytes: int = WORKSPACE_BYTES,
+    int8_calibration: np.ndarray | None = None,
 ) -> bytes:
-    """Serialized TensorRT engine from an ONNX graph, with a dynamic-batch profile and FP16."""
+    """Serialized TensorRT engine from an ONNX graph, with a dynamic-batch profile and FP16.
+
+    `int8_calibration` (TensorRT 10): also INT8, calibrated with `IInt8EntropyCalibrator2` on
+    these preprocessed inputs. TensorRT 11 takes its INT8 from an explicit Q/DQ graph (pass
+    that graph, no calibration).
+    """
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -89,6 +150,16 @@ def build_plan(
     shape = (1, image_size, image_size)
     profile.set_shape(INPUT_NAME, (1, *shape), (opt_batch, *shape), (max_batch, *shape))
     config.add_optimization_profile(profile)
+    calibrator = None
+    if int8_calibration is not None and not strongly_typed(trt.__version__):
+        batches = calibration_batches(int8_calibration)
+        calibrator = _entropy_calibrator(batches)
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+        fixed = (len(batches[0]), *shape)
+        calib_profile = builder.create_optimization_profile()
+        calib_profile.set_shape(INPUT_NAME, fixed, fixed, fixed)
+        config.set_calibration_profile(calib_profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineError("TensorRT failed to build the engine", reason="tensorrt_build_failed")
@@ -103,25 +174,59 @@ def _torch_dtype(trt_dtype: Any) -> torch.dtype:
     return table[trt_dtype]
 
 
+def trt_int8_onnx(sm: ScoringModel) -> bytes:
+    """The explicit Q/DQ graph TensorRT 11 builds INT8 from (cached in the version folder),
+    quantised from the version's fp32 graph on its stored calibration set."""
+    from scintiflow.inference.engines.int8 import int8_calibration
+    from scintiflow.inference.engines.quantize import QuantOptions, quantize_int8
+
+    return sm.cached(
+        TRT_INT8_GRAPH,
+        lambda: quantize_int8(
+            model_onnx(sm), int8_calibration(sm), QuantOptions(target="tensorrt")
+        ),
+    )
+
+
+def _plan_builder(sm: ScoringModel, trt_version: str, int8: bool) -> Any:
+    """What builds this version's plan: FP16, or INT8 (implicit on TRT 10, Q/DQ on 11)."""
+    size = sm.preprocess.image_size
+    typed = strongly_typed(trt_version)
+    if not int8:
+        return lambda: build_plan(model_onnx(sm, fp16=typed), size)
+    if typed:
+        return lambda: build_plan(trt_int8_onnx(sm), size)
+
+    def build() -> bytes:
+        from scintiflow.inference.engines.int8 import int8_calibration
+
+        return build_plan(model_onnx(sm), size, int8_calibration=int8_calibration(sm))
+
+    return build
+
+
 class TensorRTEngine:
-    """`run(batch) -> (probs, cams | None)` on a cached TensorRT plan; `name` is `tensorrt`."""
+    """`run(batch) -> (probs, cams | None)` on a cached TensorRT plan.
 
-    name = "tensorrt"
+    `name` is `tensorrt` (`precision` fp16) or, with `int8=True`, `tensorrt-int8` (int8).
+    """
 
-    def __init__(self, sm: ScoringModel, *, cams: bool = True, device: int = 0) -> None:
+    def __init__(
+        self, sm: ScoringModel, *, cams: bool = True, device: int = 0, int8: bool = False
+    ) -> None:
         import tensorrt as trt
         import torch
 
         if not torch.cuda.is_available():
             raise EngineError("TensorRT needs a CUDA GPU", reason="engine_unavailable")
         self.sm = sm
+        self.precision = "int8" if int8 else "fp16"
+        self.name = "tensorrt-int8" if int8 else "tensorrt"
         self.device = torch.device("cuda", device)
         self.trt_version = str(trt.__version__)
         cc = torch.cuda.get_device_capability(self.device)
-        self.plan_name = engine_cache_name(cc, self.trt_version)
-        fp16_graph = strongly_typed(self.trt_version)
-        size = sm.preprocess.image_size
-        plan = sm.cached(self.plan_name, lambda: build_plan(model_onnx(sm, fp16=fp16_graph), size))
+        self.plan_name = engine_cache_name(cc, self.trt_version, self.precision)
+        plan = sm.cached(self.plan_name, _plan_builder(sm, self.trt_version, int8))
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:

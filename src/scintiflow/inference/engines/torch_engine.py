@@ -66,7 +66,8 @@ def gradcam_maps(
 
 
 class TorchEngine:
-    """Reference engine; `name` is `torch` (CPU) or `torch-cuda`."""
+    """Reference engine; `name` is `torch` (CPU, `precision` fp32) or `torch-cuda` (fp16
+    autocast)."""
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class TorchEngine:
         self.sm = sm
         self.device = _device(device)
         self.name = "torch" if self.device.type == "cpu" else "torch-cuda"
+        self.precision = "fp32" if self.device.type == "cpu" else "fp16"
         self.model = _prepare(sm.model, self.device, threads)
         self.maps = maps
         self.all_class_maps = all_class_maps
@@ -141,6 +143,7 @@ class GradCamCompanion:
         self.inner = inner
         self.sm = sm
         self.name = f"{inner.name}+gradcam"
+        self.precision = inner.precision  # of the probabilities; the maps come from torch
         self.device = _device("auto")
         self.model = _prepare(sm.model, self.device, threads)
         self.all_class_maps = all_class_maps

@@ -77,6 +77,20 @@ def test_auto_picks_torch_for_heads_that_need_gradients() -> None:
     assert select_engine("auto", False, has_tensorrt=False, has_cuda=False) == "torch"
 
 
+def test_every_engine_name_is_a_choice_and_precisions_are_named() -> None:
+    from scintiflow.inference.engines import ENGINES, PRECISIONS
+
+    assert set(ENGINES) == {
+        "auto",
+        "onnxruntime",
+        "onnxruntime-int8",
+        "torch",
+        "tensorrt",
+        "tensorrt-int8",
+    }
+    assert PRECISIONS == ("fp32", "int8", "fp16", "bf16")
+
+
 def test_explicit_choices_and_errors() -> None:
     assert select_engine("onnxruntime", False, has_tensorrt=False) == "onnxruntime"
     assert select_engine("torch", True, has_tensorrt=False) == "torch"
@@ -248,8 +262,14 @@ def test_engines_agree_on_probabilities_and_apply_temperature(
     base = trained("shufflenet_v2")
     sm = dataclasses.replace(base, temperature=2.5)  # shares the exported graph
     x = _sim_batch(8)
-    p_ort, c_ort = open_engine("onnxruntime", sm).run(x)
-    p_torch, c_torch = open_engine("torch", sm, device="cpu").run(x)
+    ort_engine, torch_engine = (
+        open_engine("onnxruntime", sm),
+        open_engine("torch", sm, device="cpu"),
+    )
+    assert (ort_engine.name, ort_engine.precision) == ("onnxruntime", "fp32")
+    assert (torch_engine.name, torch_engine.precision) == ("torch", "fp32")
+    p_ort, c_ort = ort_engine.run(x)
+    p_torch, c_torch = torch_engine.run(x)
     with torch.no_grad():
         logits = sm.model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(p_ort, softmax_probs(logits, 2.5), atol=1e-5)
@@ -283,6 +303,7 @@ def test_non_gap_heads_get_maps_through_pytorch_grad_cam(
     # An explicit onnxruntime choice keeps ORT's probabilities and adds the same maps.
     engine = open_engine("onnxruntime", sm)
     assert engine.name == "onnxruntime+gradcam"
+    assert engine.precision == "fp32"  # of the probabilities (ORT); maps from torch
     p2, maps2 = engine.run(x)
     np.testing.assert_allclose(p2, probs, atol=1e-5)
     assert maps2 is not None
