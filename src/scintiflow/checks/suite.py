@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -660,6 +661,9 @@ def _gx_context(docs_dir: Path | None) -> Any:
     return context
 
 
+_GX_LOCK = threading.Lock()  # one GX validation at a time per process
+
+
 class ChecksValidator:
     """The suite inside one ephemeral GX context, built once and run on many batches.
 
@@ -723,8 +727,11 @@ class ChecksValidator:
         """One GX validation of the table; failures mapped to reason codes per key."""
         from great_expectations.core.run_identifier import RunIdentifier
 
-        run_id = RunIdentifier(run_name=run_name) if run_name else None
-        result = self._checkpoint.run(batch_parameters={"dataframe": df}, run_id=run_id)
+        # GX is not thread-safe across validators either: two runs validating at once in one
+        # process failed in RunIdentifier's time parsing ("offset must be a timedelta ...").
+        with _GX_LOCK:
+            run_id = RunIdentifier(run_name=run_name) if run_name else None
+            result = self._checkpoint.run(batch_parameters={"dataframe": df}, run_id=run_id)
         (suite_result,) = result.run_results.values()
         return _outcome(df, self.specs, suite_result)
 
