@@ -190,7 +190,7 @@ def _read_jsonl(store: ObjectStore, key: str) -> list[dict[str, Any]]:
 
 
 def _reason_text(code: str, explained: Mapping[str, Any]) -> str:
-    from scintiflow.checks.suite import REASONS
+    from scintiflow.checks.reasons import REASONS
 
     entry = explained.get(code)
     if isinstance(entry, Mapping) and entry.get("explanation"):
@@ -333,7 +333,7 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
 
 
 def _severity(code: str, explained: Mapping[str, Any]) -> str:
-    from scintiflow.checks.suite import severity
+    from scintiflow.checks.reasons import severity
 
     entry = explained.get(code)
     if isinstance(entry, Mapping) and entry.get("severity"):
