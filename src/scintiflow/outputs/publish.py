@@ -33,7 +33,7 @@ from scintiflow import CLASSES, __version__
 from scintiflow.domain import sha256_hex
 from scintiflow.outputs.ledger import Outcome
 from scintiflow.storage import KeyExistsError, KeyNotFoundError, ObjectStore, StoreError
-from scintiflow.storage.jsonio import read_json_or_none
+from scintiflow.storage.jsonio import jsonl_bytes, read_json_or_none
 from scintiflow.storage.layout import CLAIMS_DIR, LATEST, MANIFEST, QUARANTINED_JSONL
 
 MANIFEST_SCHEMA = "scintiflow.manifest/1"
@@ -93,10 +93,6 @@ def input_set_hash(hashes: Mapping[str, str | None]) -> str:
     """SHA-256 of the sorted (key, content hash) pairs: names a set of inputs."""
     body = "\n".join(f"{k}\t{hashes[k] or '-'}" for k in sorted(hashes))
     return sha256_hex(body.encode("utf-8"))
-
-
-def _jsonl(items: Sequence[Mapping[str, Any]]) -> bytes:
-    return "".join(json.dumps(dict(i), sort_keys=True) + "\n" for i in items).encode()
 
 
 def _now() -> str:
@@ -178,7 +174,7 @@ def publish_run(
         objs = [PredictionRow(**{c: r[c] for c in cols}) for r in ordered]
         written[f"{prefix}/predictions.csv"] = predictions_csv(objs)
         written[f"{prefix}/predictions.jsonl"] = predictions_jsonl(objs)
-        written[f"{prefix}/{QUARANTINED_JSONL}"] = _jsonl(
+        written[f"{prefix}/{QUARANTINED_JSONL}"] = jsonl_bytes(
             [q.to_dict() for q in sorted(quarantined, key=lambda q: q.key)]
         )
     for key, data in written.items():
