@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -41,6 +41,39 @@ def _report_run_ref(run: str) -> tuple[str, str]:
     if not run_id:
         raise typer.BadParameter(hint, param_hint="--run")
     return store_url, f"{results}/{night}/{run_id}"
+
+
+def read_run_folder(
+    store: ObjectStore, prefix: str, *, model_name: str | None = None
+) -> ReportInput:
+    """A finished run folder's `ReportInput`: its predictions, manifest (when written),
+    checks document, quarantined list and the rows it carries forward from earlier runs."""
+    from scintiflow.outputs.publish import carried_rows
+    from scintiflow.outputs.report import ReportError, build_report_input
+    from scintiflow.storage import layout
+    from scintiflow.storage.jsonio import read_json_or_none, read_jsonl
+
+    def _get(read: Any, name: str) -> Any:
+        try:
+            return read(store, f"{prefix}/{name}")
+        except ValueError:
+            raise ReportError(f"{name} is not valid JSON", reason="bad_run_file") from None
+
+    if not store.exists(f"{prefix}/{layout.PREDICTIONS_JSONL}"):
+        raise ReportError(
+            f"no {layout.PREDICTIONS_JSONL} under {prefix}", reason="missing_predictions"
+        )
+    manifest = _get(read_json_or_none, layout.MANIFEST) or {}
+    carried = [{**r, "reported_in": run} for run, r in carried_rows(store, manifest)]
+    return build_report_input(
+        manifest,
+        _get(read_jsonl, layout.PREDICTIONS_JSONL),
+        prefix=prefix,
+        carried_rows=carried,
+        quarantined=_get(read_jsonl, layout.QUARANTINED_JSONL),
+        checks=_get(read_json_or_none, layout.CHECKS_JSON),
+        model_name=model_name,
+    )
 
 
 def _report_screenshot(store: ObjectStore, html_key: str, out: Path, browser: str) -> None:
@@ -84,11 +117,6 @@ def _report_print(
             "the published report is unchanged",
             markup=False,
         )
-    if out.sc_keys:
-        sc_folder = f"{dest}/sc"
-        console.print(
-            f"sc/:         {store.url_for(sc_folder)} ({len(out.sc_keys)} DICOM SC)", markup=False
-        )
     if screenshot is not None:
         console.print(f"screenshot:  {screenshot.resolve()}", markup=False)
 
@@ -108,9 +136,6 @@ def report(
         ),
     ] = None,
     pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="Print report.pdf.")] = True,
-    sc: Annotated[
-        bool, typer.Option("--sc/--no-sc", help="Write the DICOM Secondary Captures.")
-    ] = True,
     browser: Annotated[
         str, typer.Option(help="Headless Chromium used for the PDF and screenshots.")
     ] = "/usr/bin/chromium",
@@ -123,8 +148,8 @@ def report(
     ] = None,
 ) -> None:
     """Re-render the clinician report of a finished run from its files (manifest when present):
-    report.html, report.pdf and the heatmaps as DICOM Secondary Capture objects (sc/)."""
-    from scintiflow.outputs.report import ReportError, build_report_input, render_report
+    report.html and report.pdf (the scoring step's DICOM Secondary Captures are linked)."""
+    from scintiflow.outputs.report import ReportError, render_report
     from scintiflow.storage import StoreError
 
     console = make_console()
@@ -135,14 +160,14 @@ def report(
     published = store.exists(f"{prefix}/manifest.json")
     dest = f"{prefix}/{RERENDERED_DIR}" if published else prefix
     try:
-        inp = build_report_input(store, prefix, model_name=model_name)
+        inp = read_run_folder(store, prefix, model_name=model_name)
+        source_url = source or inp.source_url
         out = render_report(
             store,
             inp,
             dest_prefix=dest,
-            source=open_url(source) if source else None,
+            source=open_url(source_url) if source_url else store,
             browser=browser if pdf else None,
-            secondary_capture=sc,
         )
         if screenshot is not None:
             _report_screenshot(store, out.html_key, screenshot, browser)

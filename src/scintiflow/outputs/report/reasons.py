@@ -1,25 +1,10 @@
-"""Names, limits and reason codes shared by the report's modules."""
+"""Reason codes of the report step, and its one exception."""
 
 from __future__ import annotations
 
 from typing import Final
 
-DEFAULT_BROWSER = "/usr/bin/chromium"
-BROWSER_FLAGS: tuple[str, ...] = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
-"""Headless Chromium with nothing that reaches the network."""
-THUMB_SIZE = 128  # px: thumbnails larger than this are downscaled (keeps report.html small)
-DISCLAIMER = "Decision support, not a diagnosis: every result must be reviewed by a physician."
-PRIORITY_LABELS: Final[tuple[str, ...]] = ("abnormal", "low confidence", "routine")
-NORMAL_CLASS = "normal"
+from scintiflow.errors import ScintiflowError
 
 REPORT_REASONS: Final[dict[str, str]] = {
     "missing_predictions": "The run folder has no predictions.jsonl: it was not scored.",
@@ -30,16 +15,17 @@ REPORT_REASONS: Final[dict[str, str]] = {
     "browser_timeout": "The headless browser did not finish in time.",
     "pdf_empty": "The browser finished but wrote no PDF.",
     "source_unavailable": "The original DICOM object could not be read (moved or deleted).",
-    "source_unreadable": "The original DICOM object could not be decoded again.",
-    "overlay_unavailable": "The run has no heatmap overlay for this image.",
-    "sc_failed": "The heatmap could not be written as a DICOM Secondary Capture.",
+    "source_unreadable": "The original DICOM object's header could not be parsed.",
+    "thumbnail_unavailable": "The scoring step wrote no thumbnail for this image.",
+    "sc_failed": "The scoring step could not write the heatmap as a DICOM Secondary Capture.",
 }
 """Reason codes of the report step: code -> plain-language explanation."""
 
 
-class ReportError(Exception):
+class ReportError(ScintiflowError):
     """The report step failed; `reason` is one of `REPORT_REASONS` (message holds no PHI)."""
 
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+    reason = "report_failed"
+
+
+__all__ = ["REPORT_REASONS", "ReportError"]
