@@ -1,22 +1,29 @@
-"""Tasks of the nightly flow: one batch of keys in, small records out (never pixels).
+"""Tasks of the nightly flow: stores by URL, small records and shard results in, small
+records out (never pixels, never identifiers).
 
-Parameters are URLs, keys, content hashes and small records (Prefect stores task inputs);
-retries with exponential backoff only on the pure I/O tasks, which are safe to repeat.
-`cache_policy=NO_CACHE`: nothing is hashed or persisted from the inputs.
+Settings are read here, once per process (`config`, the PHI hash key), and handed to the
+domain functions; the PHI hash key never becomes a task parameter. Retries with exponential
+backoff only on the pure I/O tasks, which are safe to repeat; a shard is safe to repeat too
+(same keys, same outputs). `cache_policy=NO_CACHE`: nothing is hashed or persisted from
+the inputs.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from scintiflow.outputs import ledger
-from scintiflow.outputs.publish import PublishResult
-from scintiflow.pipeline import night as nightly
-from scintiflow.pipeline.night import CheckedShard, ModelRef, store_for
+from scintiflow.outputs.ledger import Outcome
+from scintiflow.outputs.publish import PublishResult, RunDraft
+from scintiflow.pipeline import night as steps
+from scintiflow.pipeline.merge import NightMerge
+from scintiflow.pipeline.model import ModelRef, store_for
+from scintiflow.pipeline.night import NightConfig, NightReport
+from scintiflow.pipeline.shard import ShardResult, ShardSpec
 
 IO_RETRIES: dict[str, Any] = {
     "retries": 3,
@@ -25,119 +32,120 @@ IO_RETRIES: dict[str, Any] = {
 }
 
 
-@task(name="list-exports", cache_policy=NO_CACHE, **IO_RETRIES)
-def list_exports(source: str, night: str) -> list[str]:
-    """The night's export keys."""
-    return nightly.list_inputs(store_for(source), night)
+@lru_cache(maxsize=1)
+def config() -> NightConfig:
+    """The night's settings of this process."""
+    from scintiflow.settings import get_settings
+
+    return NightConfig.from_settings(get_settings())
 
 
-@task(name="hash-inputs", cache_policy=NO_CACHE, **IO_RETRIES)
-def hash_inputs(source: str, keys: list[str]) -> dict[str, str | None]:
-    """Content hashes of one batch of keys (for the ledger)."""
-    return nightly.hash_keys(store_for(source), keys)
+def _hash_key() -> bytes:
+    from scintiflow.settings import get_settings
+
+    return steps.phi_hash_key(get_settings())
 
 
-@task(name="ledger-lookup", cache_policy=NO_CACHE, **IO_RETRIES)
-def ledger_lookup(dest: str, hashes: dict[str, str], model_version: str) -> dict[str, Any]:
-    """Input key -> recorded outcome, for inputs already done with this model version."""
-    prefix = nightly._settings().prefixes.state
-    return dict(ledger.lookup(store_for(dest), hashes, model_version, state_prefix=prefix))
+def plan(
+    night: str, run_id: str, keys: list[str], shard_size: int, batch_size: int
+) -> list[tuple[ShardSpec, list[str]]]:
+    """The run's shards: (spec, keys) in key order (plain function: no task run)."""
+    parts = steps.shard_plan(keys, shard_size)
+    specs = steps.shard_specs(config(), night, run_id, len(parts), batch_size)
+    return list(zip(specs, parts, strict=True))
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE)
 def resolve_model(registry: str, name: str, selector: str, engine: str) -> ModelRef:
     """Version id, architecture and engine that score the night (loads the model once)."""
-    return nightly.resolve_model(registry, name, selector, engine)
+    models = config().layout.models
+    return steps.resolve_model(registry, name, selector, engine, models_prefix=models)
 
 
-@task(name="check-batch", cache_policy=NO_CACHE)
-def check_batch(source: str, dest: str, night: str, run_id: str, keys: list[str]) -> CheckedShard:
-    """Data checks of one batch; rejects are quarantined."""
-    return nightly.check_shard(store_for(source), store_for(dest), night, run_id, keys)
+@task(name="list-exports", cache_policy=NO_CACHE, **IO_RETRIES)
+def list_exports(source: str, night: str) -> dict[str, str | None]:
+    """The night's export keys with their listing fingerprints."""
+    return steps.list_inputs(store_for(source), night, config())
 
 
-@task(name="score-batch", cache_policy=NO_CACHE)
-def score_batch(
-    source: str, dest: str, keys: list[str], model: ModelRef, prefix: str, batch_size: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Probabilities + heatmaps of one batch of accepted keys: (rows, failures)."""
+@task(name="ledger-lookup", cache_policy=NO_CACHE, **IO_RETRIES)
+def ledger_lookup(
+    dest: str, listing: dict[str, str | None], model: ModelRef
+) -> tuple[dict[str, Outcome], dict[str, str]]:
+    """Inputs already done with this model version, from the listing alone."""
+    return steps.carried_forward(store_for(dest), listing, model, config())
+
+
+@task(name="process-shard", cache_policy=NO_CACHE)
+def process_shard(
+    source: str, dest: str, keys: list[str], spec: ShardSpec, model: ModelRef
+) -> ShardResult:
+    """One shard: fetch once, check, quarantine, score, heatmaps, thumbnails, SC."""
+    return steps.run_shard(store_for(source), store_for(dest), keys, spec, model, _hash_key())
+
+
+@task(name="merge", cache_policy=NO_CACHE, **IO_RETRIES)
+def merge(
+    source: str, dest: str, results: list[ShardResult], night: str, run_id: str, model: ModelRef
+) -> NightMerge:
+    """Duplicates, the night's suite and data docs, checks.json, drift."""
     src, out = store_for(source), store_for(dest)
-    return nightly.score_shard(src, out, keys, model, prefix, batch_size=batch_size)
+    return steps.merge_night(src, out, results, config(), night, run_id, model)
 
 
-@task(name="quarantine-failures", cache_policy=NO_CACHE, **IO_RETRIES)
-def quarantine_failures(
-    source: str, dest: str, night: str, run_id: str, failures: list[dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """Accepted inputs that could not be scored are quarantined with their reason."""
-    src, out = store_for(source), store_for(dest)
-    return nightly.quarantine_failures(src, out, night, run_id, failures)
-
-
-@task(name="write-checks-summary", cache_policy=NO_CACHE, **IO_RETRIES)
-def write_checks_summary(
-    dest: str, night: str, run_id: str, shards: list[CheckedShard], inputs: int
-) -> dict[str, str]:
-    """Data docs + checks.json of the run."""
-    return nightly.write_checks_summary(store_for(dest), night, run_id, shards, inputs)
-
-
-@task(name="drift", cache_policy=NO_CACHE)
-def drift(
-    source: str,
+@task(name="prepare-publish", cache_policy=NO_CACHE, **IO_RETRIES)
+def prepare_publish(
+    dest: str,
+    night: str,
+    run_id: str,
+    merged: NightMerge | None,
+    carried: dict[str, Outcome],
+    known: dict[str, str],
     model: ModelRef,
-    keys: list[str],
-    hashes: dict[str, str | None],
-    predicted: list[str],
-) -> dict[str, Any]:
-    """PSI/KS of the night's inputs and predictions against the training reference."""
-    return nightly.drift_check(store_for(source), model, keys, hashes, predicted)
+    timings: dict[str, float],
+    source: str,
+) -> RunDraft:
+    """The run's tables and its manifest draft (accounting checked)."""
+    return steps.prepare_publish(
+        store_for(dest),
+        night,
+        run_id,
+        merged,
+        carried,
+        known,
+        model,
+        config(),
+        timings=timings,
+        source_url=source,
+    )
+
+
+@task(name="report", cache_policy=NO_CACHE, **IO_RETRIES)
+def report(
+    dest: str, source: str, draft: RunDraft, merged: NightMerge | None, model_name: str
+) -> NightReport:
+    """The clinician report: headers by ranged reads, the shards' thumbnails, HTML + PDF."""
+    out, src = store_for(dest), store_for(source)
+    return steps.render_night_report(out, src, draft, merged, model_name=model_name)
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish(
+    dest: str, draft: RunDraft, report: NightReport, fail_before_manifest: bool
+) -> PublishResult:
+    """Verified by the writers' hashes, then claim + manifest (if_absent), then latest.json."""
+    return steps.publish_night(
+        store_for(dest), draft, report, fail_before_manifest=fail_before_manifest
+    )
 
 
 @task(name="record-ledger", cache_policy=NO_CACHE, **IO_RETRIES)
 def record_ledger(
     dest: str,
-    night: str,
-    run_id: str,
-    manifest_key: str,
-    rows: list[dict[str, Any]],
-    quarantined: dict[str, dict[str, Any]],
-    model_version: str,
-) -> int:
-    """Ledger entries for the run's new inputs; only after the manifest exists."""
-    out = store_for(dest)
-    return nightly.record_ledger(out, night, run_id, manifest_key, rows, quarantined, model_version)
-
-
-@task(name="publish", cache_policy=NO_CACHE)
-def publish(
-    dest: str,
-    night: str,
-    run_id: str,
-    rows: list[dict[str, Any]],
-    quarantined: dict[str, dict[str, Any]],
-    carried: dict[str, Any],
-    hashes: dict[str, str | None],
+    published: PublishResult,
+    merged: NightMerge | None,
+    listing: dict[str, str | None],
     model: ModelRef,
-    timings: dict[str, float],
-    drift: dict[str, Any] | None,
-    checks: dict[str, str] | None,
-    source: str,
-    fail_before_manifest: bool,
-) -> PublishResult:
-    """Outputs verified, then claim + manifest (if_absent), then latest.json."""
-    return nightly.publish_night(
-        store_for(dest),
-        night,
-        run_id,
-        rows=rows,
-        quarantined=quarantined,
-        carried=carried,
-        hashes=hashes,
-        ref=model,
-        timings=timings,
-        drift=drift,
-        checks=checks,
-        source_url=source,
-        fail_before_manifest=fail_before_manifest,
-    )
+) -> int:
+    """Ledger and listing-index entries for the run's new inputs; only after the manifest."""
+    return steps.record_ledger(store_for(dest), published, merged, listing, model, config())

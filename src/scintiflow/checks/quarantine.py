@@ -70,6 +70,7 @@ def quarantine(
     check_version: str,
     prefix: str = "quarantine",
     extra: Mapping[str, Any] | None = None,
+    held: Mapping[str, bytes] | None = None,
 ) -> QuarantineResult:
     """Copy each rejected file's bytes from `source` to `dest` (default: `source`) under
     `quarantine/<night>/<sha256>` with a `<sha256>.reason.json` next to it.
@@ -78,7 +79,9 @@ def quarantine(
     The bytes are re-read from the source and must still hash to the checked `sha256`; if
     the source changed in between (or cannot be read any more), only a reason file is kept,
     under `unreadable/`. `extra` (e.g. night, run id, thresholds fingerprint) is added to
-    every reason file. Raises `QuarantineError` when an existing copy differs.
+    every reason file. `held` (content hash -> bytes) are bytes the caller already fetched
+    (the shard that checked them): those are not read from the source again. Raises
+    `QuarantineError` when an existing copy differs.
     """
     out = dest if dest is not None else source
     base = quarantine_prefix(night, prefix)
@@ -107,11 +110,12 @@ def quarantine(
             written.append(key)
 
     for digest, items in sorted(by_hash.items()):
-        data: bytes | None
-        try:
-            data = source.get(items[0].key)
-        except StoreError:
-            data = None
+        data: bytes | None = (held or {}).get(digest)
+        if data is None:
+            try:
+                data = source.get(items[0].key)
+            except StoreError:
+                data = None
         if data is None or sha256_hex(data) != digest:
             note = "source_unreadable" if data is None else "source_changed"
             unreadable.extend(

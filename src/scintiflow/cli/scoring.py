@@ -213,7 +213,10 @@ def drift(
     against the model version's training reference (PSI / KS, thresholds in DriftThresholds)."""
     from scintiflow.ml.registry import RegistryError
     from scintiflow.outputs.publish import night_rows, read_latest
-    from scintiflow.pipeline.night import ModelRef, drift_check, resolve_model
+    from scintiflow.pipeline.drift import drift_of_published
+    from scintiflow.pipeline.model import ModelRef, model_for, resolve_model, training_reference
+    from scintiflow.pipeline.night import phi_hash_key
+    from scintiflow.settings import get_settings
     from scintiflow.storage import StoreError
 
     console = make_console()
@@ -221,13 +224,28 @@ def drift(
     store = open_url(input_url)
     try:
         manifest = read_latest(store, day)
-        ref: ModelRef = resolve_model(registry or input_url, model_name, model, "onnxruntime")
+        ref: ModelRef = resolve_model(
+            registry or input_url,
+            model_name,
+            model,
+            "onnxruntime",
+            models_prefix=get_settings().prefixes.models,
+        )
     except (StoreError, RegistryError) as exc:
         console.print(f"scintiflow drift: {exc}", markup=False)
         raise typer.Exit(code=1) from None
     rows = night_rows(store, manifest)
     hashes = {i["key"]: i["sha256"] for i in manifest["inputs"]}
-    report = drift_check(
-        store, ref, [r["key"] for r in rows], hashes, [r["predicted_label"] for r in rows]
+    settings = get_settings()
+    sm = model_for(ref)
+    report = drift_of_published(
+        store,
+        training_reference(ref),
+        sm.classes,
+        rows,
+        hashes,
+        clip_percentile=sm.preprocess.clip_percentile,
+        preferred_view=settings.preferred_view,
+        patient_hash_key=phi_hash_key(settings),
     )
     _drift_print(report, console, f"drift, night {day}, vs {ref.version} training reference")

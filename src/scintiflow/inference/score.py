@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scintiflow.ingest.objects import bounded_map, decode_object
+from scintiflow.ingest.objects import DecodedObject, bounded_map, decode_object
+from scintiflow.storage.jsonio import Written, put_bytes
 from scintiflow.storage.layout import PREDICTIONS_CSV, PREDICTIONS_JSONL, heatmap_keys
 
 if TYPE_CHECKING:
@@ -61,8 +62,12 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "low_confidence",
     "model_version",
     "engine",
+    "precision",
     "heatmap_key",
     "overlay_key",
+    "scan_thumbnail_key",
+    "overlay_thumbnail_key",
+    "sc_key",
 )
 FAILURES_JSONL = "score_failures.jsonl"
 
@@ -84,8 +89,13 @@ class PredictionRow:
     low_confidence: bool
     model_version: str
     engine: str
+    precision: str  # the network's arithmetic (`engine.precision`: fp32, int8, fp16, bf16)
     heatmap_key: str
     overlay_key: str
+    # written by the nightly shard for the report ("" when not written, e.g. `scintiflow score`)
+    scan_thumbnail_key: str = ""
+    overlay_thumbnail_key: str = ""
+    sc_key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +123,19 @@ class _Prepared:
     pixels: np.ndarray | None = field(default=None, repr=False)  # (rows, cols) counts
     x: np.ndarray | None = field(default=None, repr=False)  # (1, S, S) model input
     failure: ScoreFailure | None = None
+
+
+def prepared(obj: DecodedObject, sm: ScoringModel) -> _Prepared:
+    """A decoded object as the engine's input (or as its failure): no second fetch or decode."""
+    from scintiflow.ml.preprocess import preprocess
+
+    if obj.record is None:
+        failure = ScoreFailure(
+            obj.key, obj.sha256, obj.reason or "decode_failed", obj.message or ""
+        )
+        return _Prepared(obj.key, obj.sha256, failure=failure)
+    pixels = obj.record.pixels
+    return _Prepared(obj.key, obj.sha256, pixels=pixels, x=preprocess(pixels, sm.preprocess))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,16 +177,10 @@ def _prepare_one(
     preferred_view: str,
     patient_hash_key: bytes,
 ) -> _Prepared:
-    from scintiflow.ml.preprocess import preprocess
-
     obj = decode_object(
         store, key, preferred_view=preferred_view, patient_hash_key=patient_hash_key
     )
-    if obj.record is None:
-        failure = ScoreFailure(key, obj.sha256, obj.reason or "decode_failed", obj.message or "")
-        return _Prepared(key, obj.sha256, failure=failure)
-    pixels = obj.record.pixels
-    return _Prepared(key, obj.sha256, pixels=pixels, x=preprocess(pixels, sm.preprocess))
+    return prepared(obj, sm)
 
 
 def _prepared_stream(
@@ -193,19 +210,28 @@ def _batches(items: Iterator[_Prepared], batch_size: int) -> Iterator[list[_Prep
         yield batch
 
 
+AfterOverlay = Callable[["_Prepared", "PredictionRow", bytes], list[Written]]
+"""Called with an input, its row and its predicted-class overlay PNG once that is written
+(the shard writes the report's thumbnails and the Secondary Capture from it)."""
+
+
 def _write_heatmaps(
     dest: ObjectStore,
     item: _Prepared,
     maps: dict[int, np.ndarray],
-    pred: int,
+    row: PredictionRow,
     names: Sequence[str],
     prefix: str,
     all_classes: bool,
-) -> None:
+    after: AfterOverlay | None = None,
+) -> list[Written]:
+    """Encode and write one input's map PNGs; what was written, with the writers' hashes."""
     from scintiflow.inference.explain import map_png16, overlay_png
 
     assert item.pixels is not None
     assert item.sha256 is not None
+    pred = names.index(row.predicted_label)
+    written: list[Written] = []
     for k, heat in maps.items():
         targets: list[str | None] = [None] if k == pred else []
         if all_classes:
@@ -213,8 +239,11 @@ def _write_heatmaps(
         raw, overlay = map_png16(heat), overlay_png(item.pixels, heat)  # encoded once
         for cls in targets:
             map_key, overlay_key = heatmap_keys(prefix, item.sha256, cls)
-            dest.put(map_key, raw)
-            dest.put(overlay_key, overlay)
+            written.append(put_bytes(dest, map_key, raw))
+            written.append(put_bytes(dest, overlay_key, overlay))
+            if cls is None and after is not None:
+                written += after(item, row, overlay)
+    return written
 
 
 def _infer(
@@ -225,7 +254,7 @@ def _infer(
     prefix: str,
     all_class_maps: bool,
     threshold: float,
-) -> tuple[list[PredictionRow], list[tuple[_Prepared, dict[int, np.ndarray], int]]]:
+) -> tuple[list[PredictionRow], list[tuple[_Prepared, dict[int, np.ndarray], PredictionRow]]]:
     """Run the engine on the good items; rows plus the heatmap work still to write."""
     from scintiflow.inference.explain import heatmaps
 
@@ -244,7 +273,7 @@ def _infer(
     )
     names = sm.classes
     rows: list[PredictionRow] = []
-    writes: list[tuple[_Prepared, dict[int, np.ndarray], int]] = []
+    writes: list[tuple[_Prepared, dict[int, np.ndarray], PredictionRow]] = []
     for it, p, m in zip(good, probs, maps, strict=True):
         pred = int(p.argmax())
         assert it.sha256 is not None
@@ -263,12 +292,13 @@ def _infer(
                 low_confidence=bool(p[pred] < threshold),
                 model_version=sm.version or "unregistered",
                 engine=engine.name,
+                precision=engine.precision,
                 heatmap_key=map_key,
                 overlay_key=overlay_key,
             )
         )
         if m:
-            writes.append((it, m, pred))
+            writes.append((it, m, rows[-1]))
     return rows, writes
 
 
@@ -290,6 +320,54 @@ def _settings_defaults(
     )
 
 
+def score_prepared(
+    items: Sequence[_Prepared],
+    engine: Engine,
+    sm: ScoringModel,
+    dest: ObjectStore,
+    prefix: str,
+    *,
+    batch_size: int = 32,
+    workers: int = 1,
+    all_class_maps: bool = False,
+    low_confidence_threshold: float | None = None,
+    after: AfterOverlay | None = None,
+) -> tuple[list[PredictionRow], list[ScoreFailure], list[Written]]:
+    """Score already decoded items in engine batches; each batch's PNGs are written while the
+    next batch runs. Returns (rows, failures, every object written with its hash)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    threshold = (
+        sm.low_confidence_threshold
+        if low_confidence_threshold is None
+        else low_confidence_threshold
+    )
+    rows: list[PredictionRow] = []
+    written: list[Written] = []
+    pending: list[Future[list[Written]]] = []
+    with (
+        _torch_threads_for(engine.name),
+        ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="heatmap") as pool,
+    ):
+        for first in range(0, len(items), batch_size):
+            batch = list(items[first : first + batch_size])
+            batch_rows, writes = _infer(
+                batch, engine, sm, prefix=prefix, all_class_maps=all_class_maps, threshold=threshold
+            )
+            for fut in pending:
+                written += fut.result()
+            pending = [
+                pool.submit(
+                    _write_heatmaps, dest, it, m, row, sm.classes, prefix, all_class_maps, after
+                )
+                for it, m, row in writes
+            ]
+            rows += batch_rows
+        for fut in pending:
+            written += fut.result()
+    return rows, _failures(list(items)), written
+
+
 def score_batch(
     source: ObjectStore,
     keys: Sequence[str],
@@ -304,31 +382,25 @@ def score_batch(
     preferred_view: str | None = None,
     patient_hash_key: bytes | None = None,
 ) -> BatchResult:
-    """Score ONE batch of keys (decode in a pool, one engine call) and write its heatmaps.
-
-    The unit a Prefect task runs: it takes keys, not pixels, and returns small rows.
-    """
+    """Score ONE batch of keys (fetch and decode in a pool, one engine call), write its maps."""
     n_workers, view, hkey = _settings_defaults(workers, preferred_view, patient_hash_key)
-    threshold = (
-        sm.low_confidence_threshold
-        if low_confidence_threshold is None
-        else low_confidence_threshold
-    )
     items = list(
         _prepared_stream(
             source, keys, sm, workers=n_workers, preferred_view=view, patient_hash_key=hkey
         )
     )
-    rows, writes = _infer(
-        items, engine, sm, prefix=prefix, all_class_maps=all_class_maps, threshold=threshold
+    rows, failures, _ = score_prepared(
+        items,
+        engine,
+        sm,
+        dest,
+        prefix,
+        batch_size=max(1, len(items)),
+        workers=n_workers,
+        all_class_maps=all_class_maps,
+        low_confidence_threshold=low_confidence_threshold,
     )
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="heatmap") as pool:
-        for fut in [
-            pool.submit(_write_heatmaps, dest, it, m, pred, sm.classes, prefix, all_class_maps)
-            for it, m, pred in writes
-        ]:
-            fut.result()
-    return BatchResult(rows, _failures(items))
+    return BatchResult(rows, failures)
 
 
 _DONE = object()
@@ -417,7 +489,7 @@ def score_keys(
         rows: list[PredictionRow] = []
         failures: list[ScoreFailure] = []
         done = 0
-        pending: list[Future[None]] = []
+        pending: list[Future[list[Written]]] = []
         try:
             with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="heatmap") as pool:
                 while True:
@@ -439,9 +511,9 @@ def score_keys(
                         fut.result()
                     pending = [
                         pool.submit(
-                            _write_heatmaps, dest, it, m, pred, sm.classes, prefix, all_class_maps
+                            _write_heatmaps, dest, it, m, row, sm.classes, prefix, all_class_maps
                         )
-                        for it, m, pred in writes
+                        for it, m, row in writes
                     ]
                     rows.extend(batch_rows)
                     failures.extend(_failures(batch))
@@ -480,6 +552,8 @@ def score_keys(
 
 
 def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

@@ -173,6 +173,67 @@ def record(
     return written
 
 
+def index_key(key: str, fingerprint: str, state_prefix: str = "state") -> str:
+    """`state/ledger-index/<sha256 of key and fingerprint>.json`."""
+    from scintiflow.storage.layout import Layout
+
+    return Layout(state=state_prefix.strip("/")).ledger_key_index(key, fingerprint)
+
+
+def lookup_listed(
+    store: ObjectStore,
+    listing: Mapping[str, str | None],
+    model_version: str,
+    *,
+    state_prefix: str = "state",
+    workers: int = 8,
+) -> tuple[dict[str, Outcome], dict[str, str]]:
+    """(key -> outcome, key -> content hash) for listed objects already done with
+    `model_version`, found without downloading them.
+
+    `listing` maps input key -> listing fingerprint (S3 ETag with size, or mtime with size).
+    The index entry of (key, fingerprint) names the content hash the object had when it was
+    processed; the ledger entry of that hash, for this model version and listing this key,
+    confirms it. A changed or missing fingerprint means the object is processed again.
+    """
+    from scintiflow.storage.jsonio import read_json_or_none
+
+    listed = [(k, fp) for k, fp in listing.items() if fp]
+
+    def one(item: tuple[str, str]) -> str | None:
+        doc = read_json_or_none(store, index_key(item[0], item[1], state_prefix))
+        sha = doc.get("sha256") if isinstance(doc, dict) else None
+        return sha if isinstance(sha, str) else None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        found = dict(zip((k for k, _ in listed), pool.map(one, listed), strict=True))
+    hashes = {k: sha for k, sha in found.items() if sha}
+    done = lookup(store, hashes, model_version, state_prefix=state_prefix, workers=workers)
+    return done, {k: hashes[k] for k in done}
+
+
+def record_index(
+    store: ObjectStore,
+    items: Iterable[tuple[str, str | None, str]],
+    *,
+    state_prefix: str = "state",
+) -> list[str]:
+    """Write listing-index entries for (key, fingerprint, content hash); existing ones are
+    left alone (an index entry never changes: a new fingerprint is a new entry)."""
+    written = []
+    for key, fingerprint, sha in items:
+        if not fingerprint:
+            continue
+        ikey = index_key(key, fingerprint, state_prefix)
+        doc = {"key": key, "fingerprint": fingerprint, "sha256": sha}
+        try:
+            store.put(ikey, (json.dumps(doc, sort_keys=True) + "\n").encode(), if_absent=True)
+        except KeyExistsError:
+            continue
+        written.append(ikey)
+    return written
+
+
 def outcomes_by_manifest(done: Mapping[str, Outcome]) -> dict[str, list[str]]:
     """Manifest key -> the input keys carried forward from it (sorted)."""
     out: dict[str, list[str]] = {}
@@ -185,9 +246,12 @@ __all__: Sequence[str] = (
     "LEDGER_SCHEMA",
     "LedgerEntry",
     "Outcome",
+    "index_key",
     "ledger_key",
     "lookup",
+    "lookup_listed",
     "outcomes_by_manifest",
     "read_entry",
     "record",
+    "record_index",
 )

@@ -1,17 +1,23 @@
-"""Atomic publish of one nightly run: outputs, read-back, manifest last, then `latest.json`.
+"""Atomic publish of one nightly run: tables, verification, manifest last, then `latest.json`.
+
+    draft = prepare_run(store, ...)          # accounting, tables, the manifest's draft
+    ...                                      # the report step reads the draft
+    finish_run(store, draft, report_key=..., report_outputs=...)
 
     results/<night>/<run_id>/predictions.csv|jsonl   this run's scored rows
     results/<night>/<run_id>/quarantined.jsonl       this run's quarantined inputs (codes, where)
-    results/<night>/<run_id>/heatmaps/, checks/, report.html/.pdf, sc/ (the report hook)
+    results/<night>/<run_id>/heatmaps/, thumbs/, sc/, checks/, report.html/.pdf   earlier steps
     results/<night>/<run_id>/manifest.json           written LAST, with if_absent
     results/<night>/claims/<input set sha256>.json   one claim per distinct set of new inputs
     results/<night>/latest.json                      the newest complete run of the night
 
 Readers trust only manifests: a run folder without `manifest.json` is incomplete and ignored.
-Before the manifest is written every object of the run folder is read back and hashed; the
-tables (and the report) must match the bytes that were written, and every heatmap a row names
-must exist. The manifest covers the WHOLE night: inputs scored or quarantined by earlier runs
-are carried forward by reference (their run id and manifest), never copied.
+Before the manifest is written the run folder is listed once: every object the steps wrote
+must be there with the size its writer returned, and every object a row names must have been
+written. The manifest's `outputs` are the writers' hashes (nothing is read back);
+`verify_manifest` re-hashes them on demand. The manifest covers the WHOLE night: inputs
+scored or quarantined by earlier runs are carried forward by reference (their run id and
+manifest), never copied.
 
 Two runs of the same night that processed the same new inputs race for one claim object
 (`if_absent`): only the winner writes a manifest, so a set of inputs is published exactly
@@ -24,7 +30,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,8 +39,15 @@ from scintiflow import CLASSES, __version__
 from scintiflow.domain import sha256_hex
 from scintiflow.outputs.ledger import Outcome
 from scintiflow.storage import KeyExistsError, KeyNotFoundError, ObjectStore, StoreError
-from scintiflow.storage.jsonio import jsonl_bytes, read_json_or_none
-from scintiflow.storage.layout import CLAIMS_DIR, LATEST, MANIFEST, QUARANTINED_JSONL
+from scintiflow.storage.jsonio import jsonl_bytes, put_bytes, read_json_or_none
+from scintiflow.storage.layout import (
+    CLAIMS_DIR,
+    LATEST,
+    MANIFEST,
+    PREDICTIONS_CSV,
+    PREDICTIONS_JSONL,
+    QUARANTINED_JSONL,
+)
 
 MANIFEST_SCHEMA = "scintiflow.manifest/1"
 
@@ -99,25 +112,139 @@ def _now() -> str:
     return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
-def _verify_outputs(
-    store: ObjectStore, prefix: str, expected: Mapping[str, str], needed: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """Read back every object under the run folder; check known hashes and needed keys."""
-    outputs: dict[str, dict[str, Any]] = {}
-    for info in store.list(prefix + "/"):
-        data = store.get(info.key)
-        outputs[info.key] = {"sha256": sha256_hex(data), "size": len(data)}
-    for key, digest in expected.items():
-        got = outputs.get(key)
-        if got is None or got["sha256"] != digest:
-            raise PublishError(f"read-back of {key!r} does not match what was written")
-    missing = [k for k in needed if k and k not in outputs]
+def _verify_listed(
+    store: ObjectStore,
+    prefix: str,
+    expected: Mapping[str, Mapping[str, Any]],
+    needed: Sequence[str],
+) -> None:
+    """Every written object is listed under the run folder with the size its writer returned,
+    and every object a row names was written: checked by one listing, nothing is read back."""
+    listed = {info.key: info.size for info in store.list(prefix + "/")}
+    for key, meta in expected.items():
+        if not key.startswith(prefix + "/"):
+            continue
+        size = meta.get("size")
+        if key not in listed or (size is not None and listed[key] != int(size)):
+            raise PublishError(f"{key!r} is not in the run folder as it was written")
+    missing = [k for k in needed if k and k not in expected]
     if missing:
-        raise PublishError(f"{len(missing)} heatmap objects named by rows are missing")
-    return dict(sorted(outputs.items()))
+        raise PublishError(f"{len(missing)} objects named by rows are missing")
 
 
-def publish_run(
+@dataclass
+class RunDraft:
+    """A run whose tables are written and whose manifest is drafted (not yet published).
+
+    The report step reads `manifest` (counts, inputs, model, ...); `expected` holds every
+    object of the run with the hash and size its writer returned.
+    """
+
+    night: str
+    run_id: str
+    prefix: str
+    results_prefix: str
+    manifest: dict[str, Any]
+    expected: dict[str, dict[str, Any]]
+    needed: list[str]
+    started: float
+
+
+_ROW_OUTPUTS = (
+    "heatmap_key",
+    "overlay_key",
+    "scan_thumbnail_key",
+    "overlay_thumbnail_key",
+    "sc_key",
+)
+
+
+def _check_accounting(
+    night: str,
+    run_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    quarantined: Sequence[QuarantinedInput],
+    carried: Mapping[str, Outcome],
+    hashes: Mapping[str, str | None],
+) -> None:
+    scored = {str(r["key"]) for r in rows}
+    quar = {q.key for q in quarantined}
+    own = scored | quar
+    if (
+        len(scored) != len(rows)
+        or scored & quar
+        or own & set(carried)
+        or own | set(carried) != set(hashes)
+    ):
+        raise PublishError(
+            f"accounting does not hold for night {night} run {run_id}: "
+            f"{len(rows)} scored + {len(quarantined)} quarantined + {len(carried)} carried "
+            f"!= {len(hashes)} inputs"
+        )
+
+
+def _write_tables(
+    store: ObjectStore,
+    prefix: str,
+    rows: Sequence[Mapping[str, Any]],
+    quarantined: Sequence[QuarantinedInput],
+) -> dict[str, dict[str, Any]]:
+    from scintiflow.inference.score import (
+        PREDICTION_COLUMNS,
+        PredictionRow,
+        predictions_csv,
+        predictions_jsonl,
+    )
+
+    ordered = sorted(rows, key=lambda r: str(r["key"]))
+    objs = [PredictionRow(**{c: r[c] for c in PREDICTION_COLUMNS if c in r}) for r in ordered]
+    tables = {
+        f"{prefix}/{PREDICTIONS_CSV}": predictions_csv(objs),
+        f"{prefix}/{PREDICTIONS_JSONL}": predictions_jsonl(objs),
+        f"{prefix}/{QUARANTINED_JSONL}": jsonl_bytes(
+            [q.to_dict() for q in sorted(quarantined, key=lambda q: q.key)]
+        ),
+    }
+    written = [put_bytes(store, k, v) for k, v in tables.items()]
+    return {w.key: {"sha256": w.sha256, "size": w.size} for w in written}
+
+
+def _inputs(
+    run_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    quarantined: Sequence[QuarantinedInput],
+    carried: Mapping[str, Outcome],
+    hashes: Mapping[str, str | None],
+) -> list[dict[str, Any]]:
+    """The manifest's `inputs`: every input of the night, with where its result lives."""
+    scored = {str(r["key"]): r for r in rows}
+    quar = {q.key: q for q in quarantined}
+    inputs = []
+    for key in sorted(hashes):
+        if key in scored:
+            entry = {"status": "scored", "run_id": run_id, "label": scored[key]["predicted_label"]}
+        elif key in quar:
+            entry = {"status": "quarantined", "run_id": run_id, "codes": list(quar[key].codes)}
+        else:
+            o = carried[key]
+            entry = {"status": o.status, "run_id": o.run_id}
+            if o.status == "scored":
+                entry["label"] = o.label
+            else:
+                entry["codes"] = list(o.codes)
+        inputs.append({"key": key, "sha256": hashes[key], **entry})
+    return inputs
+
+
+def _carried_refs(carried: Mapping[str, Outcome]) -> list[dict[str, Any]]:
+    refs: dict[str, dict[str, Any]] = {}
+    for key, o in sorted(carried.items()):
+        ref = refs.setdefault(o.manifest, {"run_id": o.run_id, "manifest": o.manifest})
+        ref.setdefault("keys", []).append(key)
+    return list(refs.values())
+
+
+def prepare_run(
     store: ObjectStore,
     *,
     night: str,
@@ -129,86 +256,33 @@ def publish_run(
     model: Mapping[str, Any],
     engine: str,
     results_prefix: str = "results",
+    outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    superseded: Sequence[str] = (),
     timings: Mapping[str, float] | None = None,
     drift: Mapping[str, Any] | None = None,
     checks: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
-    render_report: Callable[[ObjectStore, str, dict[str, Any]], str | None] | None = None,
-    fail_before_manifest: bool = False,
-) -> PublishResult:
-    """Publish one run (see the module docstring for the order of writes).
+) -> RunDraft:
+    """Check the accounting, write the run's tables and draft its manifest.
 
-    `rows`: this run's prediction rows (`PREDICTION_COLUMNS` dicts); `quarantined`: this
-    run's quarantined inputs; `carried`: input key -> outcome of an earlier complete run;
-    `hashes`: input key -> SHA-256 for EVERY input of the night (the accounting:
-    scored + quarantined must equal it, else `PublishError`). `render_report(store, prefix,
-    manifest_draft)` may write a report into the run folder and return its key.
-    `fail_before_manifest` raises `InjectedFaultError` after the outputs are verified and before
-    the claim and manifest (crash injection for tests).
+    `rows`: this run's prediction rows; `quarantined`: this run's quarantined inputs;
+    `carried`: input key -> outcome of an earlier complete run; `hashes`: input key ->
+    SHA-256 for EVERY input of the night (scored + quarantined + carried must equal it, else
+    `PublishError`); `outputs`: key -> {sha256, size} of the objects the earlier steps wrote
+    into the run folder (their writers' hashes); `superseded`: outputs not covered (the
+    duplicates' outputs).
     """
-    from scintiflow.inference.score import PREDICTION_COLUMNS, predictions_csv, predictions_jsonl
-
     started = time.perf_counter()
+    _check_accounting(night, run_id, rows, quarantined, carried, hashes)
     prefix = run_prefix(night, run_id, results_prefix)
-    scored = {str(r["key"]): r for r in rows}
-    quar = {q.key: q for q in quarantined}
-    own = set(scored) | set(quar)
-    if (
-        len(scored) != len(rows)
-        or set(scored) & set(quar)
-        or own & set(carried)
-        or own | set(carried) != set(hashes)
-    ):
-        raise PublishError(
-            f"accounting does not hold for night {night} run {run_id}: "
-            f"{len(rows)} scored + {len(quarantined)} quarantined + {len(carried)} carried "
-            f"!= {len(hashes)} inputs"
-        )
-    expected: dict[str, str] = {}
-    written: dict[str, bytes] = {}
+    own = {str(r["key"]) for r in rows} | {q.key for q in quarantined}
+    expected = {k: dict(v) for k, v in (outputs or {}).items()}
     if own:
-        ordered = sorted(rows, key=lambda r: str(r["key"]))
-        cols = list(PREDICTION_COLUMNS)
-        from scintiflow.inference.score import PredictionRow
-
-        objs = [PredictionRow(**{c: r[c] for c in cols}) for r in ordered]
-        written[f"{prefix}/predictions.csv"] = predictions_csv(objs)
-        written[f"{prefix}/predictions.jsonl"] = predictions_jsonl(objs)
-        written[f"{prefix}/{QUARANTINED_JSONL}"] = jsonl_bytes(
-            [q.to_dict() for q in sorted(quarantined, key=lambda q: q.key)]
-        )
-    for key, data in written.items():
-        store.put(key, data)
-        expected[key] = sha256_hex(data)
-
-    inputs = []
-    for key in sorted(hashes):
-        if key in scored:
-            entry = {
-                "status": "scored",
-                "run_id": run_id,
-                "label": scored[key]["predicted_label"],
-            }
-        elif key in quar:
-            entry = {"status": "quarantined", "run_id": run_id, "codes": list(quar[key].codes)}
-        else:
-            o = carried[key]
-            entry = {"status": o.status, "run_id": o.run_id}
-            if o.status == "scored":
-                entry["label"] = o.label
-            else:
-                entry["codes"] = list(o.codes)
-        inputs.append({"key": key, "sha256": hashes[key], **entry})
+        expected.update(_write_tables(store, prefix, rows, quarantined))
+    inputs = _inputs(run_id, rows, quarantined, carried, hashes)
     class_counts = Counter(i["label"] for i in inputs if i["status"] == "scored")
     reason_counts = Counter(c for i in inputs if i["status"] == "quarantined" for c in i["codes"])
-    n_scored = sum(i["status"] == "scored" for i in inputs)
-    n_quar = sum(i["status"] == "quarantined" for i in inputs)
-    carried_refs: dict[str, dict[str, Any]] = {}
-    for key, o in sorted(carried.items()):
-        ref = carried_refs.setdefault(o.manifest, {"run_id": o.run_id, "manifest": o.manifest})
-        ref.setdefault("keys", []).append(key)
-    new_hashes = {k: hashes[k] for k in sorted(own)}
-    set_hash = input_set_hash(new_hashes) if own else None
+    set_hash = input_set_hash({k: hashes[k] for k in sorted(own)}) if own else None
     manifest: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,
         "complete": True,
@@ -221,20 +295,20 @@ def publish_run(
         "new_input_set": set_hash,
         "counts": {
             "inputs": len(hashes),
-            "scored": n_scored,
-            "quarantined": n_quar,
+            "scored": sum(i["status"] == "scored" for i in inputs),
+            "quarantined": sum(i["status"] == "quarantined" for i in inputs),
             "new": len(own),
-            "scored_new": len(scored),
-            "quarantined_new": len(quar),
+            "scored_new": len(rows),
+            "quarantined_new": len(quarantined),
             "carried_forward": len(carried),
             "low_confidence_new": sum(bool(r.get("low_confidence")) for r in rows),
         },
         "class_counts": {c: class_counts.get(c, 0) for c in CLASSES},
         "reason_counts": dict(sorted(reason_counts.items())),
         "inputs": inputs,
-        "carried_forward": list(carried_refs.values()),
+        "carried_forward": _carried_refs(carried),
         "predictions": (
-            {"csv": f"{prefix}/predictions.csv", "jsonl": f"{prefix}/predictions.jsonl"}
+            {"csv": f"{prefix}/{PREDICTIONS_CSV}", "jsonl": f"{prefix}/{PREDICTIONS_JSONL}"}
             if own
             else None
         ),
@@ -242,22 +316,40 @@ def publish_run(
         "checks": dict(checks) if checks else None,
         "drift": dict(drift) if drift else None,
         "report": None,
+        "superseded": sorted(superseded),
         "timings_s": dict(timings or {}),
         **dict(extra or {}),
     }
-    if own and render_report is not None:
-        report = render_report(store, prefix, manifest)
-        if report is not None:
-            manifest["report"] = report
-            expected[report] = sha256_hex(store.get(report))
-    needed = [k for r in rows for k in (r.get("heatmap_key"), r.get("overlay_key")) if k]
-    outputs = _verify_outputs(store, prefix, expected, needed) if own else {}
-    manifest["outputs"] = outputs
-    if fail_before_manifest:
-        raise InjectedFaultError(f"injected fault before the manifest of run {run_id}")
+    needed = [str(r[c]) for r in rows for c in _ROW_OUTPUTS if r.get(c)]
+    return RunDraft(night, run_id, prefix, results_prefix, manifest, expected, needed, started)
 
-    if set_hash is not None:
-        claim_key = f"{results_prefix.strip('/')}/{night}/{CLAIMS_DIR}/{set_hash}.json"
+
+def finish_run(
+    store: ObjectStore,
+    draft: RunDraft,
+    *,
+    report_key: str | None = None,
+    report_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    fail_before_manifest: bool = False,
+) -> PublishResult:
+    """Verify by listing, then claim (if_absent), manifest (if_absent), `latest.json`.
+
+    `report_outputs`: key -> {sha256, size} of what the report step wrote. `fail_before_manifest`
+    raises `InjectedFaultError` after verification, before the claim (crash injection).
+    """
+    manifest = dict(draft.manifest)
+    expected = {**draft.expected, **{k: dict(v) for k, v in (report_outputs or {}).items()}}
+    own = manifest["new_input_set"] is not None
+    if own:
+        _verify_listed(store, draft.prefix, expected, draft.needed)
+    manifest["report"] = report_key
+    manifest["outputs"] = dict(sorted(expected.items())) if own else {}
+    if fail_before_manifest:
+        raise InjectedFaultError(f"injected fault before the manifest of run {draft.run_id}")
+    night, run_id, prefix = draft.night, draft.run_id, draft.prefix
+    if own:
+        base = f"{draft.results_prefix.strip('/')}/{night}/{CLAIMS_DIR}"
+        claim_key = f"{base}/{manifest['new_input_set']}.json"
         claim = {"run_id": run_id, "manifest": f"{prefix}/{MANIFEST}", "claimed_at": _now()}
         try:
             store.put(claim_key, json.dumps(claim, sort_keys=True).encode(), if_absent=True)
@@ -265,15 +357,29 @@ def publish_run(
             holder = read_json_or_none(store, claim_key) or {}
             return PublishResult(prefix, None, None, None, str(holder.get("run_id")), ())
         manifest["claim"] = claim_key
-    manifest["timings_s"]["publish"] = round(time.perf_counter() - started, 3)
+    manifest["timings_s"] = {
+        **manifest["timings_s"],
+        "publish": round(time.perf_counter() - draft.started, 3),
+    }
     manifest_key = f"{prefix}/{MANIFEST}"
     store.put(
         manifest_key,
         (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(),
         if_absent=True,
     )
-    lkey = update_latest(store, night, run_id, manifest_key, results_prefix)
-    return PublishResult(prefix, manifest_key, lkey, manifest, None, tuple(outputs))
+    lkey = update_latest(store, night, run_id, manifest_key, draft.results_prefix)
+    return PublishResult(prefix, manifest_key, lkey, manifest, None, tuple(manifest["outputs"]))
+
+
+def publish_run(
+    store: ObjectStore,
+    *,
+    fail_before_manifest: bool = False,
+    **kwargs: Any,
+) -> PublishResult:
+    """`prepare_run` then `finish_run` (a run without a report step: tests, tools)."""
+    draft = prepare_run(store, **kwargs)
+    return finish_run(store, draft, fail_before_manifest=fail_before_manifest)
 
 
 def update_latest(

@@ -234,3 +234,32 @@ def drift_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def drift_of_published(
+    source: Any,
+    reference: Mapping[str, Any],
+    classes: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    hashes: Mapping[str, str | None],
+    *,
+    clip_percentile: float,
+    preferred_view: str,
+    patient_hash_key: bytes,
+) -> dict[str, Any]:
+    """Drift of a published night (`scintiflow drift`): the same sample rule as the flow's
+    merge, with the sampled images decoded again from the exports (the shards' features are
+    not kept after a run)."""
+    t = DriftThresholds()
+    sample = sample_keys([str(r["key"]) for r in rows], hashes, t.sample)
+    stats = decode_stats(
+        source,
+        sample,
+        clip_percentile,
+        preferred_view=preferred_view,
+        patient_hash_key=patient_hash_key,
+    )
+    predicted = [str(r["predicted_label"]) for r in rows]
+    report = compare(reference, night_statistics(stats, predicted, classes), t)
+    report["sampled"] = len(sample)
+    return report

@@ -144,7 +144,7 @@ def _draft_field(draft: Mapping[str, Any], *names: str) -> Any:
 
 
 def _reason_text(code: str, explained: Mapping[str, Any]) -> str:
-    from scintiflow.checks.suite import REASONS
+    from scintiflow.checks.reasons import REASONS
 
     entry = _mapping(explained.get(code))
     if entry.get("explanation"):
@@ -155,7 +155,7 @@ def _reason_text(code: str, explained: Mapping[str, Any]) -> str:
 
 
 def _severity(code: str, explained: Mapping[str, Any]) -> str:
-    from scintiflow.checks.suite import severity
+    from scintiflow.checks.reasons import severity
 
     entry = _mapping(explained.get(code))
     return str(entry["severity"]) if entry.get("severity") else severity(code)

@@ -1,0 +1,404 @@
+"""The shard: the night's unit of work, a pure function of its keys and small settings.
+
+    result = process_shard(source, dest, keys, spec, hash_key=key, engine=engine, model=sm)
+
+For each object, `process_shard` fetches it once, hashes it once and decodes it once, then
+builds its check row; the suite's row expectations (one GX validation of the shard's table)
+decide quarantine before scoring, and rejected files are copied aside from the bytes in hand.
+Accepted images are scored in engine batches; each one's heatmap PNGs, the report's two
+thumbnails and its DICOM Secondary Capture are written into the run folder. The returned
+`ShardResult` holds no pixels and no identifiers: check rows (image facts), keyed hashes of
+SOP Instance UIDs (for the merge's duplicate rule), prediction rows, quarantined inputs with
+reason codes, drift features, every written object with its hash, and timings.
+
+Nothing is shared between shards in memory (the GX suite is rebuilt per process and holds no
+state between validations), so a shard can run in any process, in any order, twice: the
+same keys give the same rows and the same PNG bytes. What needs the whole night (duplicates,
+data docs, `checks.json`, drift, the accounting) is `pipeline.merge`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from scintiflow.checks.table import DuplicateTracker, checks_row
+from scintiflow.checks.thresholds import CheckThresholds
+from scintiflow.domain import sha256_hex
+from scintiflow.ingest.objects import DecodedObject, bounded_map
+from scintiflow.storage import StoreError
+from scintiflow.storage.jsonio import Written, put_bytes
+from scintiflow.storage.layout import sc_key, thumbnail_keys
+
+if TYPE_CHECKING:
+    from scintiflow.checks.suite import ChecksValidator
+    from scintiflow.inference.engines import Engine, ScoringModel
+    from scintiflow.inference.score import PredictionRow, _Prepared
+    from scintiflow.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """What a shard needs besides its keys, the stores, the engine and the PHI hash key.
+
+    Small and serialisable (a Prefect task parameter): no secret, no identifier.
+    """
+
+    night: str
+    run_id: str
+    run_prefix: str  # results/<night>/<run_id>
+    index: int = 0
+    quarantine_prefix: str = "quarantine"
+    preferred_view: str = "anterior"
+    batch_size: int = 32
+    workers: int = 2
+    thresholds: CheckThresholds = field(default_factory=CheckThresholds)
+    secondary_capture: bool = True
+
+
+@dataclass
+class ShardResult:
+    """What one shard did. JSON-ready values only; no pixels, no patient identifiers.
+
+    `check_rows`: one checks-table row per key (duplicate flags unset: the merge sets them);
+    `sop_tokens`: key -> keyed hash of its SOP Instance UID (None when absent), used only by
+    the merge's duplicate rule; `rows`: prediction rows of the scored keys; `quarantined`:
+    key -> {sha256, codes, location}; `warned`: accepted key -> warn codes; `drift`: key ->
+    drift features of a scored image; `outputs`: key -> {sha256, size} of everything written
+    (heatmaps, thumbnails, SC, quarantine copies) so publish verifies without reading back.
+    """
+
+    index: int
+    keys: list[str]
+    check_rows: list[dict[str, Any]]
+    sop_tokens: dict[str, str | None]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warned: dict[str, list[str]] = field(default_factory=dict)
+    drift: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> list[str]:
+        return [str(r["key"]) for r in self.rows]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShardResult:
+        return cls(**data)
+
+
+class _Recorder(DuplicateTracker):
+    """Flags nothing (duplicates are the merge's decision); remembers the row's UID hash."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sop_token: str | None = None
+
+    def is_duplicate_bytes(self, sha256: str | None) -> bool:
+        return False
+
+    def is_duplicate_sop(self, uid_hash: str | None) -> bool:
+        self.sop_token = uid_hash
+        return False
+
+
+@dataclass(eq=False)
+class _Fetched:
+    """One object after its only fetch: bytes (kept until quarantine or SC), decode, row."""
+
+    obj: DecodedObject
+    data: bytes | None
+    row: dict[str, Any]
+    sop_token: str | None
+    item: _Prepared | None = None
+
+
+@lru_cache(maxsize=4)
+def row_validator(thresholds: CheckThresholds) -> ChecksValidator:
+    """The GX suite for a shard's table, built once per process (no data docs)."""
+    from scintiflow.checks.suite import ChecksValidator
+
+    return ChecksValidator(thresholds)
+
+
+def _fetch_one(
+    source: ObjectStore, key: str, spec: ShardSpec, hash_key: bytes, model: ScoringModel | None
+) -> _Fetched:
+    """Fetch, hash and decode one object once; its check row and (if decoded) model input."""
+    from scintiflow.ingest.dicom import DecodeError, decode_dicom
+
+    try:
+        data = source.get(key)
+    except StoreError as exc:
+        obj = DecodedObject(key, 0, None, None, exc.reason, str(exc))
+        return _Fetched(obj, None, *_row(obj, hash_key))
+    digest = sha256_hex(data)
+    try:
+        record = decode_dicom(data, preferred_view=spec.preferred_view, patient_hash_key=hash_key)
+    except DecodeError as exc:
+        obj = DecodedObject(key, len(data), digest, None, str(exc.reason), exc.message, exc.header)
+        return _Fetched(obj, data, *_row(obj, hash_key))
+    obj = DecodedObject(key, len(data), digest, record)
+    fetched = _Fetched(obj, data, *_row(obj, hash_key))
+    if model is not None:
+        from scintiflow.inference.score import prepared
+
+        fetched.item = prepared(obj, model)
+    return fetched
+
+
+def _row(obj: DecodedObject, hash_key: bytes) -> tuple[dict[str, Any], str | None]:
+    recorder = _Recorder()
+    row = checks_row(obj, uid_hash_key=hash_key, tracker=recorder)
+    return row, recorder.sop_token
+
+
+def process_shard(
+    source: ObjectStore,
+    dest: ObjectStore,
+    keys: Sequence[str],
+    spec: ShardSpec,
+    *,
+    hash_key: bytes,
+    engine: Engine | None = None,
+    model: ScoringModel | None = None,
+) -> ShardResult:
+    """Check, quarantine and (with an engine) score one shard of keys; see the module doc.
+
+    Without `engine`/`model` the shard only checks and quarantines (`scintiflow check`).
+    """
+    from scintiflow.inference.score import _torch_threads_for
+
+    started = time.perf_counter()
+    with _torch_threads_for(engine.name if engine is not None else "none"):
+        fetched = list(
+            bounded_map(
+                lambda k: _fetch_one(source, k, spec, hash_key, model),
+                keys,
+                workers=max(1, spec.workers),
+            )
+        )
+        t_read = time.perf_counter()
+        result = ShardResult(
+            index=spec.index,
+            keys=list(keys),
+            check_rows=[_plain_row(f.row) for f in fetched],
+            sop_tokens={f.obj.key: f.sop_token for f in fetched},
+        )
+        accepted = _check_and_quarantine(source, dest, fetched, spec, result)
+        t_check = time.perf_counter()
+        if engine is not None and model is not None:
+            _score(source, dest, accepted, spec, engine, model, result)
+    done = time.perf_counter()
+    result.timings = {
+        "read_decode": round(t_read - started, 4),
+        "check": round(t_check - t_read, 4),
+        "score": round(done - t_check, 4),
+    }
+    return result
+
+
+def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    """numpy scalars -> JSON values (the row travels between processes)."""
+    from scintiflow.checks.suite import _plain
+
+    return {k: _plain(v) for k, v in row.items()}
+
+
+def _check_and_quarantine(
+    source: ObjectStore,
+    dest: ObjectStore,
+    fetched: list[_Fetched],
+    spec: ShardSpec,
+    result: ShardResult,
+) -> list[_Fetched]:
+    """One GX validation of the shard's rows; rejects copied aside from the bytes in hand."""
+    from scintiflow.checks.quarantine import RejectedFile, quarantine
+    from scintiflow.checks.reasons import CHECK_VERSION
+    from scintiflow.checks.table import rows_to_table
+
+    table = rows_to_table([f.row for f in fetched])
+    outcome = row_validator(spec.thresholds).validate(table, run_name=spec.run_id)
+    by_key = {f.obj.key: f for f in fetched}
+    rejected = [
+        RejectedFile(k, by_key[k].obj.sha256, codes, outcome.failing_values.get(k, {}))
+        for k, codes in outcome.rejected.items()
+    ]
+    held = {
+        f.obj.sha256: f.data
+        for f in fetched
+        if f.obj.key in outcome.rejected and f.obj.sha256 and f.data is not None
+    }
+    placed = quarantine(
+        source,
+        spec.night,
+        rejected,
+        dest=dest,
+        check_version=CHECK_VERSION,
+        prefix=spec.quarantine_prefix,
+        extra={"night": spec.night, "run_id": spec.run_id},
+        held=held,
+    )
+    result.quarantined = {
+        r.key: {"sha256": r.sha256, "codes": list(r.codes), "location": placed.locations[r.key]}
+        for r in rejected
+    }
+    result.warned = {k: list(v) for k, v in outcome.warned.items()}
+    return [f for f in fetched if f.obj.key not in outcome.rejected]
+
+
+def _score(
+    source: ObjectStore,
+    dest: ObjectStore,
+    accepted: list[_Fetched],
+    spec: ShardSpec,
+    engine: Engine,
+    model: ScoringModel,
+    result: ShardResult,
+) -> None:
+    """Engine batches; per image its heatmaps, thumbnails and SC; drift features."""
+    from scintiflow.inference.score import score_prepared
+
+    by_key = {f.obj.key: f for f in accepted}
+    sc_written: dict[str, str] = {}
+
+    def after(item: _Prepared, row: PredictionRow, overlay: bytes) -> list[Written]:
+        written = _write_thumbnails(dest, item, overlay, spec.run_prefix)
+        if spec.secondary_capture:
+            sc = _write_sc(dest, by_key[row.key], row, overlay, spec, model)
+            if sc is not None:
+                sc_written[row.key] = sc.key
+                written.append(sc)
+        return written
+
+    items = [f.item for f in accepted if f.item is not None]
+    rows, failures, written = score_prepared(
+        items,
+        engine,
+        model,
+        dest,
+        spec.run_prefix,
+        batch_size=spec.batch_size,
+        workers=max(1, spec.workers),
+        after=after,
+    )
+    clip = float(model.preprocess.clip_percentile)
+    result.rows = [_report_columns(r, spec.run_prefix, sc_written.get(r.key, "")) for r in rows]
+    result.drift = {r.key: _drift_features(by_key[r.key], clip) for r in rows}
+    result.outputs.update({w.key: {"sha256": w.sha256, "size": w.size} for w in written})
+    if failures:  # decoded but not scorable (not expected: the checks decoded them)
+        _quarantine_failures(source, dest, failures, spec, result)
+
+
+def _write_thumbnails(
+    dest: ObjectStore, item: _Prepared, overlay: bytes, prefix: str
+) -> list[Written]:
+    """The report's pictures: the scan and the overlay, at most `THUMB_SIZE` px."""
+    from scintiflow.outputs.thumbnails import overlay_thumbnail_png, scan_thumbnail_png
+
+    assert item.pixels is not None
+    assert item.sha256 is not None
+    scan_key, overlay_key = thumbnail_keys(prefix, item.sha256)
+    return [
+        put_bytes(dest, scan_key, scan_thumbnail_png(item.pixels)),
+        put_bytes(dest, overlay_key, overlay_thumbnail_png(overlay)),
+    ]
+
+
+def _report_columns(row: PredictionRow, prefix: str, sc: str) -> dict[str, Any]:
+    """The prediction row plus where the report finds its thumbnails and SC."""
+    from dataclasses import replace
+
+    scan_key, overlay_key = thumbnail_keys(prefix, row.sha256) if row.overlay_key else ("", "")
+    return replace(
+        row, scan_thumbnail_key=scan_key, overlay_thumbnail_key=overlay_key, sc_key=sc
+    ).to_dict()
+
+
+def _drift_features(f: _Fetched, clip: float) -> dict[str, Any]:
+    from scintiflow.pipeline.drift import image_stats
+
+    rec = f.obj.record
+    assert rec is not None
+    return asdict(image_stats(rec.pixels, rec.pixel_spacing_mm, clip))
+
+
+def _write_sc(
+    dest: ObjectStore,
+    f: _Fetched,
+    row: PredictionRow,
+    overlay: bytes,
+    spec: ShardSpec,
+    model: ScoringModel,
+) -> Written | None:
+    """The overlay as a DICOM Secondary Capture in the source's study (None when it fails)."""
+    from scintiflow.outputs.secondary_capture import (
+        build_secondary_capture,
+        encode,
+        png_rgb,
+        read_source,
+        sc_uids,
+        source_frame_number,
+    )
+
+    rec = f.obj.record
+    if f.data is None or rec is None:
+        return None
+    try:
+        header = read_source(f.data)
+        series_uid, sop_uid = sc_uids(spec.run_id, str(header.StudyInstanceUID), row.sha256)
+        number = header.get("InstanceNumber")
+        ds = build_secondary_capture(
+            header,
+            png_rgb(overlay),
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+            instance_number=int(number) if number not in (None, "") else 1,
+            model_name=model.name or None,
+            model_version=row.model_version,
+            engine=row.engine,
+            predicted_label=row.predicted_label,
+            confidence=row.confidence,
+            source_frame=source_frame_number(rec.frames, rec.frame_index),
+        )
+        return put_bytes(dest, sc_key(spec.run_prefix, row.sha256), encode(ds))
+    except Exception:  # its message may quote a DICOM value: the reason code only
+        log.warning("shard %d: a secondary capture was not written (sc_failed)", spec.index)
+        return None
+
+
+def _quarantine_failures(
+    source: ObjectStore,
+    dest: ObjectStore,
+    failures: Sequence[Any],
+    spec: ShardSpec,
+    result: ShardResult,
+) -> None:
+    from scintiflow.checks.quarantine import RejectedFile, quarantine
+    from scintiflow.checks.reasons import CHECK_VERSION
+
+    placed = quarantine(
+        source,
+        spec.night,
+        [RejectedFile(x.key, x.sha256, (x.reason,)) for x in failures],
+        dest=dest,
+        check_version=CHECK_VERSION,
+        prefix=spec.quarantine_prefix,
+        extra={"night": spec.night, "run_id": spec.run_id, "stage": "score"},
+    )
+    for x in failures:
+        result.quarantined[x.key] = {
+            "sha256": x.sha256,
+            "codes": [x.reason],
+            "location": placed.locations[x.key],
+        }
