@@ -11,8 +11,18 @@ LocalStore and copied once per measurement, so every run starts with an empty le
 
 Runs alternate (plain, flow, plain, flow, ...) so load drift on a shared machine hits both.
 
+`--ratio` measures instead how close the whole flow comes to the network alone, at the
+production image size: a night of `--n` studies (400; no broken files) scored by a
+random-init ResNet-34 exported at 224 px through the whole flow (shards: checks, scoring with
+heatmaps, thumbnails and SC; merge; report with PDF; publish) with `--engine onnxruntime`
+(fp32), against ONNX Runtime fp32 logits-only on the same images in the same process. The
+flow's start-up is removed by also timing a 16-study night: nightly img/s = (n - 16) /
+(t(n) - t(16)). The report task is timed on its own (ms per study), and the ratio is given
+with and without it.
+
     python benchmarks/nightly.py [--n 1000] [--shard-size 256] [--batch-size 32] [--repeats 2]
                                  [--write-docs]
+    python benchmarks/nightly.py --ratio [--n 400] [--image-size 224] [--write-docs]
 """
 
 from __future__ import annotations
@@ -38,7 +48,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--write-docs", action="store_true", help="table into docs/benchmarks.md")
+    parser.add_argument("--ratio", action="store_true", help="flow vs ORT logits-only (224 px)")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--label", default="after", help="row label of a --ratio run")
     args = parser.parse_args()
+    if args.ratio:
+        ratio_main(args)
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="scintiflow-bench-nightly-"))
     os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect-home"))
@@ -127,6 +143,136 @@ def main() -> None:
 
         write_section("nightly", markdown)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _champion_224(store: object, image_size: int) -> None:
+    """A random-init ResNet-34 at `image_size` px with a real training reference."""
+    import torch
+
+    from scintiflow import CLASSES
+    from scintiflow.ml.models import create_model, state_dict_bytes
+    from scintiflow.ml.preprocess import PreprocessConfig
+    from scintiflow.ml.registry import apply_gate, promotion_decision, register_version
+    from scintiflow.ml.study import simulate_study_data, training_reference
+
+    torch.manual_seed(0)
+    model = create_model("resnet34").eval()
+    pcfg = PreprocessConfig(image_size=image_size)
+    data = simulate_study_data(0.02, seed=0)
+    version = register_version(
+        store,  # type: ignore[arg-type]
+        "thyroid",
+        arch="resnet34",
+        weights=state_dict_bytes(model),
+        preprocess=pcfg.to_dict(),
+        classes=CLASSES,
+        temperature=1.0,
+        metrics={},
+        card={},
+        lineage={},
+        training_reference=training_reference(data.train, None, pcfg),
+    )
+    apply_gate(store, "thyroid", promotion_decision(0.9, None, candidate_version=version))  # type: ignore[arg-type]
+
+
+def _ort_logits_per_s(root: str, night: date, batch_size: int) -> float:
+    """ONNX Runtime fp32 logits-only img/s on the night's images (decode not timed)."""
+    import numpy as np
+
+    from scintiflow.inference.engines import load_scoring_model, open_engine
+    from scintiflow.ingest.objects import decode_objects, night_prefix
+    from scintiflow.ml.preprocess import preprocess
+    from scintiflow.storage import LocalStore
+
+    store = LocalStore(root)
+    sm = load_scoring_model(store, "thyroid")
+    engine = open_engine("onnxruntime", sm, maps=False)
+    keys = [o.key for o in store.list(night_prefix(night))]
+    xs = [
+        preprocess(o.record.pixels, sm.preprocess)
+        for o in decode_objects(store, keys, patient_hash_key=b"bench")
+        if o.record is not None
+    ]
+    batches = [np.stack(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
+    engine.run(batches[0])  # warm-up
+    t0 = time.perf_counter()
+    for b in batches:
+        engine.run(b)
+    return len(xs) / (time.perf_counter() - t0)
+
+
+def ratio_main(args: argparse.Namespace) -> None:
+    """The whole flow against the network alone (see the module docstring)."""
+    tmp = Path(tempfile.mkdtemp(prefix="scintiflow-bench-ratio-"))
+    os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect-home"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.nightly import nightly
+    from scintiflow.sim import write_night
+    from scintiflow.storage import LocalStore
+
+    night = date(2026, 11, 27)
+    roots = {}
+    for n in (16, args.n):
+        store = LocalStore(tmp / f"night-{n}")
+        write_night(store, night=night, n=n, sites=("A", "B", "C"), seed=1, bad_fraction=0.0)
+        _champion_224(store, args.image_size)
+        roots[n] = str(store.root)
+    ort = _ort_logits_per_s(roots[args.n], night, args.batch_size)
+    wall: dict[int, float] = {}
+    report_s: dict[int, float] = {}
+    with prefect_test_harness(server_startup_timeout=90):
+        for n in (16, args.n):
+            t0 = time.perf_counter()
+            out = nightly(
+                night=str(night),
+                source=roots[n],
+                engine="onnxruntime",
+                shard_size=args.shard_size,
+                batch_size=args.batch_size,
+            )
+            wall[n] = time.perf_counter() - t0
+            report_s[n] = float(out["timings_s"].get("report", 0.0))
+            print(f"flow, {n} studies: {wall[n]:.1f} s {out['timings_s']}", file=sys.stderr)
+    extra = args.n - 16
+    flow = extra / (wall[args.n] - wall[16])
+    no_report = extra / (wall[args.n] - wall[16] - (report_s[args.n] - report_s[16]))
+    report_ms = 1000.0 * (report_s[args.n] - report_s[16]) / extra
+    row = (
+        f"| {args.label} | {args.n} | {flow:.1f} | {ort:.1f} | **{flow / ort:.2f}** | "
+        f"{no_report / ort:.2f} | {report_ms:.0f} |"
+    )
+    print(row)
+    if args.write_docs:
+        _write_ratio_row(args.label, row)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+RATIO_HEADER = [
+    "| code | studies | nightly flow img/s | ORT fp32 logits-only img/s | ratio | "
+    "ratio without the report task | report task ms/study |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def _write_ratio_row(label: str, row: str) -> None:
+    """Replace (or add) the row of `label` in the `nightly-ratio` section."""
+    import re
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _tables import PAGE, write_section
+
+    found = re.search(
+        r"<!-- bench:nightly-ratio:start -->\n(.*?)<!-- bench:nightly-ratio:end -->",
+        PAGE.read_text(),
+        re.S,
+    )
+    lines = found.group(1).splitlines() if found else []
+    rows = [x for x in lines if x.startswith("| ") and not x.startswith(("| code", "|---"))]
+    rows = [x for x in rows if not x.startswith(f"| {label} |")] + [row]
+    write_section("nightly-ratio", "\n".join(RATIO_HEADER + rows) + "\n")
 
 
 if __name__ == "__main__":

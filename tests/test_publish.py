@@ -1,4 +1,4 @@
-"""Atomic publish: outputs, read-back, claim + manifest last (if_absent), latest.json."""
+"""Atomic publish: tables, verification by writers' hashes, manifest last, latest.json."""
 
 from __future__ import annotations
 
@@ -43,9 +43,21 @@ def _row(store: LocalStore, run: str, key: str, label: str = "normal") -> dict[s
         "low_confidence": False,
         "model_version": "v1",
         "engine": "onnxruntime",
+        "precision": "fp32",
         "heatmap_key": heat + ".map.png",
         "overlay_key": heat + ".overlay.png",
     }
+
+
+def _written(store: LocalStore, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What the writers of the rows' objects returned (key -> sha256, size)."""
+    out = {}
+    for r in rows:
+        for key in (r["heatmap_key"], r["overlay_key"]):
+            if store.exists(key):
+                data = store.get(key)
+                out[key] = {"sha256": sha256_hex(data), "size": len(data)}
+    return out
 
 
 def _publish(store: LocalStore, run: str, rows: list[dict[str, Any]], **kw: Any) -> Any:
@@ -54,6 +66,7 @@ def _publish(store: LocalStore, run: str, rows: list[dict[str, Any]], **kw: Any)
     hashes = {r["key"]: r["sha256"] for r in rows}
     hashes |= {q.key: q.sha256 for q in quarantined}
     hashes |= {k: sha256_hex(k.encode()) for k in carried}
+    kw.setdefault("outputs", _written(store, rows))
     return publish_run(
         store,
         night=NIGHT,

@@ -327,7 +327,7 @@ def test_summary_counts_classes_flagged_and_quarantine(run: Run) -> None:
     for cls in CLASSES:
         n = sum(1 for r in rows if r["predicted_label"] == cls)
         assert re.search(rf'<tr data-class="{cls}"><td>{cls}</td><td>{n}</td>', page)
-    from scintiflow.checks.suite import REASONS
+    from scintiflow.checks.reasons import REASONS
 
     assert dom.reasons == {REJECT: quarantined}  # only the reject code of each file counts
     assert REASONS[REJECT][1].replace("'", "&#39;") in page

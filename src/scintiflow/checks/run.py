@@ -9,17 +9,13 @@ Every input ends either accepted or quarantined, and `run_checks` asserts it
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scintiflow.checks.quarantine import RejectedFile, quarantine, quarantine_prefix
-from scintiflow.checks.reasons import CHECK_VERSION, REASONS, severity
+from scintiflow.checks.quarantine import quarantine_prefix
 from scintiflow.checks.suite import CheckOutcome, ChecksInvariantError, ChecksValidator
 from scintiflow.checks.table import DuplicateTracker, checks_row, rows_to_table
 from scintiflow.checks.thresholds import CheckThresholds
@@ -124,155 +120,101 @@ def run_checks(
     settings: Settings | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ChecksSummary:
-    """Check one night: list -> decode -> table -> GX -> quarantine -> data docs -> checks.json.
+    """Check one night on the nightly flow's own path, without scoring: list -> shards
+    (fetch, decode, row checks, quarantine) -> merge (duplicates, the night's suite, data
+    docs, checks.json).
 
     Reads `exports/<night>/` from `store`; writes quarantine copies, data docs and
     `checks.json` to `dest_store` (default: `store`) under `quarantine/<night>/` and
     `results/<night>/<run_id>/checks/`. Sources are never modified. Raises
     `ChecksInvariantError` if any input ends neither accepted nor quarantined.
-    `batch_size` > 0 checks the night in batches of that many files (one GX validation and
-    one data docs page per batch, duplicates tracked across batches); 0 = one batch.
-    `progress(done, total)` reports decoding.
+    `batch_size` > 0 checks the night in shards of that many files; 0 = one shard.
+    `progress(done, total)` after each shard.
     """
+    from scintiflow.pipeline.merge import MergeSpec, merge_shards
+    from scintiflow.pipeline.shard import ShardSpec, process_shard
+    from scintiflow.storage.layout import Layout
+
     settings = settings or _settings()
     thresholds = thresholds or CheckThresholds()
     out = dest_store if dest_store is not None else store
     day = night if isinstance(night, str) else night.isoformat()
     date.fromisoformat(day)
     run_id = run_id or new_run_id()
-    prefixes = settings.prefixes
-    keys = list_night(store, day, exports_prefix=prefixes.exports)
+    layout = Layout.from_prefixes(settings.prefixes)
+    keys = list_night(store, day, exports_prefix=layout.exports)
     total = len(keys)
     log.info("checks: night %s run %s: %d inputs", day, run_id, total)
-
-    base = f"{prefixes.results}/{day}/{run_id}/checks/"
+    prefix = layout.run_prefix(day, run_id)
     size = batch_size if batch_size > 0 else max(1, total)
-    with tempfile.TemporaryDirectory(prefix="scintiflow-docs-") as tmp:
-        validator = ChecksValidator(thresholds, docs_dir=tmp)
-        tracker = DuplicateTracker()
-        tables: list[pd.DataFrame] = []
-        outcomes: list[CheckOutcome] = []
-        for first in range(0, max(total, 1), size):
-            batch = keys[first : first + size]
-            table, outcome = check_keys(
-                store,
-                batch,
-                validator=validator,
-                tracker=tracker,
-                workers=workers,
-                settings=settings,
-                run_name=run_id,
-                progress=_offset(progress, first, total),
-            )
-            tables.append(table)
-            outcomes.append(outcome)
-        table = tables[0] if len(tables) == 1 else _concat(tables)
-        outcome = outcomes[0] if len(outcomes) == 1 else CheckOutcome.combine(outcomes)
-        shas = dict(zip(table["key"], table["sha256"], strict=True))
-        extra = {
-            "night": day,
-            "run_id": run_id,
-            "thresholds_fingerprint": thresholds.fingerprint(),
-        }
-        placed = quarantine(
-            store,
-            day,
-            (
-                RejectedFile(k, shas[k], codes, outcome.failing_values.get(k, {}))
-                for k, codes in outcome.rejected.items()
-            ),
-            dest=out,
-            check_version=CHECK_VERSION,
-            prefix=prefixes.quarantine,
-            extra=extra,
+    hash_key = settings.phi_hash_key.get_secret_value().encode()
+    results = []
+    for index, first in enumerate(range(0, max(total, 1), size)):
+        spec = ShardSpec(
+            night=day,
+            run_id=run_id,
+            run_prefix=prefix,
+            index=index,
+            quarantine_prefix=layout.quarantine,
+            preferred_view=settings.preferred_view,
+            workers=workers or settings.decode_workers or 2,
+            thresholds=thresholds,
         )
-        docs_key = _upload_docs(out, Path(tmp), base + "docs/")
+        results.append(
+            process_shard(store, out, keys[first : first + size], spec, hash_key=hash_key)
+        )
+        if progress is not None:
+            progress(min(total, first + size), total)
+    merge = MergeSpec(day, run_id, prefix, layout.quarantine, thresholds)
+    merged = merge_shards(store, out, results, merge)
+    return _summary(out, merged, day, run_id, total, keys, layout.quarantine)
 
-    quarantined = dict(outcome.rejected)
-    accepted = outcome.accepted
+
+def _summary(
+    out: ObjectStore,
+    merged: Any,
+    day: str,
+    run_id: str,
+    total: int,
+    keys: Sequence[str],
+    quarantine_root: str,
+) -> ChecksSummary:
+    from scintiflow.checks.table import rows_to_table
+
+    doc = merged.checks_document
+    quarantined = {k: tuple(v) for k, v in doc["quarantined"].items()}
+    accepted = tuple(doc["accepted"])
     if (
         len(accepted) + len(quarantined) != total
         or set(accepted) & set(quarantined)
         or set(accepted) | set(quarantined) != set(keys)
-        or set(placed.locations) != set(quarantined)
     ):
         raise ChecksInvariantError(
             f"accepted ({len(accepted)}) + quarantined ({len(quarantined)}) "
             f"!= inputs ({total}) for night {day}, run {run_id}"
         )
-    reason_counts = outcome.reason_counts()
-    checks_key = base + "checks.json"
-    document = {
-        "schema": "scintiflow.checks.suite/1",
-        "check_version": CHECK_VERSION,
-        "night": day,
-        "run_id": run_id,
-        "inputs": total,
-        "accepted": list(accepted),
-        "warned": {k: list(v) for k, v in outcome.warned.items()},
-        "quarantined": {k: list(v) for k, v in quarantined.items()},
-        "quarantine": dict(sorted(placed.locations.items())),
-        "counts": {
-            "inputs": total,
-            "accepted": len(accepted),
-            "quarantined": len(quarantined),
-            "warned": len(outcome.warned),
-        },
-        "reason_counts": reason_counts,
-        "reasons": {
-            code: {"severity": severity(code), "explanation": REASONS.get(code, ("", ""))[1]}
-            for code in reason_counts
-        },
-        "thresholds": thresholds.as_dict(),
-        "thresholds_fingerprint": thresholds.fingerprint(),
-        "docs": docs_key,
-        "gx": {"success": outcome.success, **outcome.statistics},
-    }
-    out.put(checks_key, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
     log.info(
         "checks: night %s run %s: %d accepted, %d quarantined, %d warned",
         day,
         run_id,
         len(accepted),
         len(quarantined),
-        len(outcome.warned),
+        len(doc["warned"]),
     )
+    checks_key, docs_key = merged.checks["checks"], merged.checks["docs"]
     return ChecksSummary(
         night=day,
         run_id=run_id,
         inputs=total,
         accepted=accepted,
-        warned=dict(outcome.warned),
+        warned={k: tuple(v) for k, v in doc["warned"].items()},
         quarantined=quarantined,
-        reason_counts=reason_counts,
-        quarantine_locations=dict(placed.locations),
+        reason_counts=dict(doc["reason_counts"]),
+        quarantine_locations=dict(doc["quarantine"]),
         checks_key=checks_key,
         docs_key=docs_key,
         checks_url=out.url_for(checks_key),
         docs_url=out.url_for(docs_key),
-        quarantine_url=out.url_for(quarantine_prefix(day, prefixes.quarantine).rstrip("/")),
-        table=table,
+        quarantine_url=out.url_for(quarantine_prefix(day, quarantine_root).rstrip("/")),
+        table=rows_to_table(merged.check_rows),
     )
-
-
-def _offset(
-    progress: Callable[[int, int], None] | None, first: int, total: int
-) -> Callable[[int], None] | None:
-    """A batch's progress(done) as the night's progress(first + done, total)."""
-    if progress is None:
-        return None
-    report = progress
-    return lambda done: report(first + done, total)
-
-
-def _concat(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.concat(list(tables), ignore_index=True)
-
-
-def _upload_docs(store: ObjectStore, folder: Path, prefix: str) -> str:
-    """Upload a locally built data docs folder; returns the key of its index page."""
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        store.put(prefix + path.relative_to(folder).as_posix(), path.read_bytes())
-    return prefix + "index.html"

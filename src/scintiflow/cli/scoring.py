@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -14,6 +16,9 @@ if TYPE_CHECKING:
     from datetime import date
 
     from rich.console import Console
+
+
+SHARD_SIZE = 256  # keys per shard, as the nightly flow's default
 
 
 def _score_model_ref(model: str, registry: str | None, input_url: str) -> tuple[str, str, str]:
@@ -54,15 +59,26 @@ def _score_run(
     workers: int,
     keys: Sequence[str] | None = None,
 ) -> None:
-    """Load the version, pick the engine (logged), stream the keys, print where it all went.
+    """Load the version, pick the engine (logged), run the nightly shards and merge over the
+    keys (checks, quarantine, scoring, heatmaps), write the tables; no report, no publish.
 
-    `keys` defaults to every object under `prefix`; the demo passes the checks' accepted keys.
+    `keys` defaults to every object under `prefix`.
     """
     from scintiflow.inference.engines import load_scoring_model, open_engine, select_engine
-    from scintiflow.inference.score import results_prefix, score_keys
+    from scintiflow.inference.score import (
+        PREDICTION_COLUMNS,
+        PredictionRow,
+        results_prefix,
+        write_predictions,
+    )
+    from scintiflow.pipeline.merge import MergeSpec, merge_shards
+    from scintiflow.pipeline.night import phi_hash_key, shard_plan
+    from scintiflow.pipeline.shard import ShardSpec, process_shard
     from scintiflow.settings import get_settings
 
-    prefixes = get_settings().prefixes
+    settings = get_settings()
+    prefixes = settings.prefixes
+    hash_key = phi_hash_key(settings)
     source = open_url(input_url)
     dest = open_url(out) if out else source
     sm = load_scoring_model(open_url(registry), model_name, version, prefixes.models)
@@ -75,36 +91,52 @@ def _score_run(
     )
     engine = open_engine(kind, sm, all_class_maps=all_class_maps)
     keys = list(keys) if keys is not None else [o.key for o in source.list(prefix)]
-    dest_prefix = results_prefix(night.isoformat(), run_id, prefixes.results)
+    spec = ShardSpec(
+        night=night.isoformat(),
+        run_id=run_id,
+        run_prefix=results_prefix(night.isoformat(), run_id, prefixes.results),
+        quarantine_prefix=prefixes.quarantine,
+        preferred_view=settings.preferred_view,
+        batch_size=batch_size,
+        workers=workers or settings.decode_workers or 2,
+        all_class_maps=all_class_maps,
+    )
+    t0 = time.perf_counter()
     with progress_bar(console) as progress:
         task = progress.add_task("scoring", total=len(keys))
-        summary = score_keys(
-            source,
-            keys,
-            engine,
-            sm,
-            dest,
-            dest_prefix,
-            batch_size=batch_size,
-            all_class_maps=all_class_maps,
-            workers=workers or None,
-            total=len(keys),
-            progress=lambda done, _total: progress.update(task, completed=done),
-        )
-    low = sum(r.low_confidence for r in summary.rows)
+        results = []
+        for i, part in enumerate(shard_plan(keys, SHARD_SIZE)):
+            part_spec = replace(spec, index=i)
+            results.append(
+                process_shard(
+                    source, dest, part, part_spec, hash_key=hash_key, engine=engine, model=sm
+                )
+            )
+            progress.update(task, completed=sum(len(r.keys) for r in results))
+    merged = merge_shards(
+        source,
+        dest,
+        results,
+        MergeSpec(spec.night, run_id, spec.run_prefix, spec.quarantine_prefix),
+    )
+    rows = [PredictionRow(**{c: r[c] for c in PREDICTION_COLUMNS}) for r in merged.rows]
+    csv_key, jsonl_key, _ = write_predictions(dest, spec.run_prefix, rows)
+    seconds = time.perf_counter() - t0
+    low = sum(r.low_confidence for r in rows)
     console.print(
-        f"scored {len(summary.rows)} of {len(keys)} objects under {prefix} with {engine.name} "
-        f"in {summary.seconds:.1f} s ({summary.images_per_s:.1f} img/s); "
+        f"scored {len(rows)} of {len(keys)} objects under {prefix} with {engine.name} "
+        f"in {seconds:.1f} s ({len(rows) / max(seconds, 1e-9):.1f} img/s); "
         f"{low} low-confidence (< {sm.low_confidence_threshold:.2f}); "
-        f"{len(summary.failures)} not scorable",
+        f"{len(merged.quarantined)} quarantined",
         markup=False,
         highlight=False,
     )
-    console.print(f"predictions.csv:   {dest.url_for(summary.predictions_csv_key)}")
-    console.print(f"predictions.jsonl: {dest.url_for(summary.predictions_jsonl_key)}")
-    console.print(f"heatmaps:          {dest.url_for(dest_prefix + '/heatmaps')}")
-    if summary.failures_key:
-        console.print(f"failures:          {dest.url_for(summary.failures_key)}")
+    console.print(f"predictions.csv:   {dest.url_for(csv_key)}")
+    console.print(f"predictions.jsonl: {dest.url_for(jsonl_key)}")
+    console.print(f"heatmaps:          {dest.url_for(spec.run_prefix + '/heatmaps')}")
+    console.print(f"checks:            {dest.url_for(merged.checks['checks'])}")
+    if merged.quarantined:
+        console.print(f"quarantine:        {dest.url_for(prefixes.quarantine + '/' + spec.night)}")
 
 
 def score(

@@ -60,6 +60,7 @@ class NightMerge:
 
     keys: list[str]
     rows: list[dict[str, Any]]
+    check_rows: list[dict[str, Any]]
     quarantined: dict[str, dict[str, Any]]
     hashes: dict[str, str | None]
     warned: dict[str, list[str]]
@@ -160,13 +161,13 @@ def merge_shards(
     hashes = {str(row["key"]): row.get("sha256") for row in table_rows}
     quarantined = {k: dict(q) for r in ordered for k, q in r.quarantined.items()}
     rows = {str(row["key"]): row for r in ordered for row in r.rows}
-    dropped = [k for k in sorted(outcome.rejected) if k in rows]
+    dropped = [k for k in sorted(outcome.rejected) if k not in quarantined]
     dup_codes = {k: outcome.rejected[k] for k in dropped}
     quarantined.update(_quarantine_duplicates(source, dest, dup_codes, dup_of, hashes, spec))
     for key, entry in quarantined.items():  # final codes: the night's suite (+ duplicates)
         if key in outcome.rejected:
             entry["codes"] = list(outcome.rejected[key])
-    dropped_rows = [rows.pop(k) for k in dropped]
+    dropped_rows = [rows.pop(k) for k in dropped if k in rows]
     outputs = {k: v for r in ordered for k, v in r.outputs.items()}
     in_use = {v for row in rows.values() for k, v in row.items() if k.endswith("_key") and v}
     superseded = sorted(
@@ -182,6 +183,7 @@ def merge_shards(
     merged = NightMerge(
         keys=sorted(keys),
         rows=kept,
+        check_rows=table_rows,
         quarantined=dict(sorted(quarantined.items())),
         hashes=hashes,
         warned=warned,

@@ -328,37 +328,64 @@ def run_night(
     browser: str | None = DEFAULT_BROWSER,
 ) -> PublishResult:
     """The nightly job as a plain loop over the same steps (no orchestration)."""
-    from scintiflow.domain import new_run_id
-
     if cfg is None or hash_key is None:
         from scintiflow.settings import get_settings
 
         settings = get_settings()
         cfg = cfg or NightConfig.from_settings(settings)
         hash_key = hash_key or phi_hash_key(settings)
-    started = time.perf_counter()
-    run_id = run_id or new_run_id()
     dest_url = dest_url or source_url
-    source, dest = store_for(source_url), store_for(dest_url)
     ref = resolve_model(
         registry_url or dest_url, model_name, model, engine, models_prefix=cfg.layout.models
     )
+    return night_loop(
+        night,
+        store_for(source_url),
+        store_for(dest_url),
+        ref,
+        cfg=cfg,
+        hash_key=hash_key,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        run_id=run_id,
+        source_url=source_url,
+        browser=browser,
+    )
+
+
+def night_loop(
+    night: str,
+    source: ObjectStore,
+    dest: ObjectStore,
+    ref: ModelRef,
+    *,
+    cfg: NightConfig,
+    hash_key: bytes,
+    batch_size: int = 32,
+    shard_size: int = 256,
+    run_id: str | None = None,
+    source_url: str | None = None,
+    browser: str | None = DEFAULT_BROWSER,
+) -> PublishResult:
+    """`run_night` on stores in hand (tests wrap them, e.g. to count reads)."""
+    from scintiflow.domain import new_run_id
+
+    started = time.perf_counter()
+    run_id = run_id or new_run_id()
     listing = list_inputs(source, night, cfg)
     carried, known = carried_forward(dest, listing, ref, cfg)
     todo = [k for k in listing if k not in carried]
     plan = shard_plan(todo, shard_size)
     specs = shard_specs(cfg, night, run_id, len(plan), batch_size)
     results = [
-        run_shard(source, dest, keys, s, ref, hash_key) for s, keys in zip(specs, plan, strict=True)
+        run_shard(source, dest, keys, spec, ref, hash_key)
+        for spec, keys in zip(specs, plan, strict=True)
     ]
     merged = merge_night(source, dest, results, cfg, night, run_id, ref) if todo else None
     if merged is not None:
-        assert_accounted(
-            list(listing),
-            [str(r["key"]) for r in merged.rows],
-            list(merged.quarantined),
-            list(carried),
-        )
+        scored = [str(r["key"]) for r in merged.rows]
+        assert_accounted(list(listing), scored, list(merged.quarantined), list(carried))
+    timings = {"before_publish": round(time.perf_counter() - started, 3)}
     draft = prepare_publish(
         dest,
         night,
@@ -368,12 +395,10 @@ def run_night(
         known,
         ref,
         cfg,
-        timings={"before_publish": round(time.perf_counter() - started, 3)},
+        timings=timings,
         source_url=source_url,
     )
-    report = render_night_report(
-        dest, source, draft, merged, model_name=model_name, browser=browser
-    )
+    report = render_night_report(dest, source, draft, merged, model_name=ref.name, browser=browser)
     published = publish_night(dest, draft, report)
     record_ledger(dest, published, merged, listing, ref, cfg)
     return published

@@ -60,6 +60,7 @@ class ShardSpec:
     workers: int = 2
     thresholds: CheckThresholds = field(default_factory=CheckThresholds)
     secondary_capture: bool = True
+    all_class_maps: bool = False  # a map per class, not only the predicted one
 
 
 @dataclass
@@ -290,6 +291,7 @@ def _score(
         spec.run_prefix,
         batch_size=spec.batch_size,
         workers=max(1, spec.workers),
+        all_class_maps=spec.all_class_maps,
         after=after,
     )
     clip = float(model.preprocess.clip_percentile)
