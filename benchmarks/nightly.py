@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="studies in the night (all kinds)")
     parser.add_argument("--shard-size", type=int, default=256)
@@ -51,7 +51,11 @@ def main() -> None:
     parser.add_argument("--ratio", action="store_true", help="flow vs ORT logits-only (224 px)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--label", default="after", help="row label of a --ratio run")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _args()
     if args.ratio:
         ratio_main(args)
         return
@@ -117,6 +121,22 @@ def main() -> None:
     assert counts["plain"]["inputs"] == counts["flow"]["inputs"] == n_inputs
     for k in ("scored", "quarantined"):
         assert counts["plain"][k] == counts["flow"][k], k
+    markdown = _overhead_table(times, counts, n_inputs, args)
+    print(markdown)
+    if args.write_docs:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _tables import write_section
+
+        write_section("nightly", markdown)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _overhead_table(
+    times: dict[str, list[float]],
+    counts: dict[str, dict[str, int]],
+    n_inputs: int,
+    args: argparse.Namespace,
+) -> str:
     plain, flow = statistics.median(times["plain"]), statistics.median(times["flow"])
     overhead = 100.0 * (flow - plain) / plain
     shards = -(-n_inputs // args.shard_size)
@@ -135,14 +155,7 @@ def main() -> None:
         runs = ", ".join(f"{t:.1f}" for t in times[name])
         lines.append(f"| {label} | {med:.1f} | {runs} | {n_inputs / med:.0f} |")
     lines.append(f"| **orchestration overhead** | **{overhead:+.1f} %** | | |")
-    markdown = "\n".join(lines) + "\n"
-    print(markdown)
-    if args.write_docs:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _tables import write_section
-
-        write_section("nightly", markdown)
-    shutil.rmtree(tmp, ignore_errors=True)
+    return "\n".join(lines) + "\n"
 
 
 def _champion_224(store: object, image_size: int) -> None:

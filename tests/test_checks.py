@@ -832,7 +832,9 @@ def test_cli_check_on_an_empty_night_exits_zero(tmp_path: Path) -> None:
     assert "0 files" in result.output
 
 
-def test_batches_give_the_same_verdicts_with_one_validation_each(night: NightRun) -> None:
+def test_shards_give_the_same_verdicts_and_one_night_validation(night: NightRun) -> None:
+    """Checked in shards of 12 (one row validation each), the night is validated once more
+    as a whole (duplicates across shards, data docs): the same document as one shard."""
     store = night.store
     summary = run_checks(store, night=NIGHT, run_id="batched", batch_size=12)
     batches = -(-summary.inputs // 12)
@@ -843,14 +845,13 @@ def test_batches_give_the_same_verdicts_with_one_validation_each(night: NightRun
     )
     for field in ("inputs", "accepted", "warned", "quarantined", "quarantine", "reason_counts"):
         assert many[field] == one[field], field
-    assert many["gx"]["batches"] == batches
-    assert many["gx"]["evaluated_expectations"] == batches * one["gx"]["evaluated_expectations"]
+    assert many["gx"] == one["gx"]
     pages = [
         o.key
         for o in store.list(f"results/{DAY}/batched/checks/docs/validations/")
         if o.key.endswith(".html")
     ]
-    assert len(pages) == batches
+    assert len(pages) == 1
     index = store.get(summary.docs_key).decode()
     assert all(p.rsplit("/", 1)[-1] in index for p in pages)
 

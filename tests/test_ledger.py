@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,30 @@ def test_rerecording_writes_nothing_new_keys_merge_new_version_replaces(tmp_path
 def test_unknown_status_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="status"):
         record(LocalStore(tmp_path), [("k", A, Outcome("lost", "n", "r", "m"))], "v1")
+
+
+@pytest.mark.s3
+def test_listing_fingerprints_find_done_inputs_without_reading_them(
+    tmp_path: Path, s3_bucket: str, s3_settings: Any
+) -> None:
+    """(key, fingerprint) -> content hash -> ledger entry, on a folder and on S3 (moto)."""
+    from scintiflow.outputs.ledger import lookup_listed, record_index
+    from scintiflow.storage import open_store
+
+    s3 = open_store(f"s3://{s3_bucket}", settings=s3_settings)
+    for store in (LocalStore(tmp_path / "local"), s3):
+        store.put("exports/n/a.dcm", b"a")
+        store.put("exports/n/b.dcm", b"b")
+        listing = {o.key: o.fingerprint for o in store.list("exports/n/")}
+        assert all(listing.values())
+        record(store, [("exports/n/a.dcm", A, _scored("r1"))], "v1")
+        assert record_index(store, [("exports/n/a.dcm", listing["exports/n/a.dcm"], A)])
+        assert not record_index(store, [("exports/n/a.dcm", listing["exports/n/a.dcm"], A)])
+        done, hashes = lookup_listed(store, listing, "v1")
+        assert set(done) == {"exports/n/a.dcm"}
+        assert hashes == {"exports/n/a.dcm": A}
+        assert lookup_listed(store, listing, "v2") == ({}, {})  # a new model rescores
+        store.put("exports/n/a.dcm", b"a changed")  # new bytes: a new fingerprint
+        changed = {o.key: o.fingerprint for o in store.list("exports/n/")}
+        assert changed["exports/n/a.dcm"] != listing["exports/n/a.dcm"]
+        assert lookup_listed(store, changed, "v1") == ({}, {})

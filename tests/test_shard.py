@@ -111,7 +111,7 @@ def _night(store: Any, ref: ModelRef, *, shard_size: int = 256, run_id: str = "r
 
 def _decode_counter(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
     """Counts full decodes (calls of the real `decode_dicom`) by the bytes' length."""
-    import scintiflow.ingest.dicom as dicom
+    from scintiflow.ingest import dicom
 
     calls: Counter[int] = Counter()
     real = dicom.decode_dicom
@@ -139,8 +139,9 @@ def test_each_file_is_fetched_once_and_decoded_once(
     codes = {i["key"]: i.get("codes") or [] for i in manifest["inputs"]}
     scored = [k for k, s in statuses.items() if s == "scored"]
     quarantined = [k for k, s in statuses.items() if s == "quarantined"]
-    assert len(scored) >= 12 and quarantined
-    exports = [k for k in statuses]
+    assert len(scored) >= 12
+    assert quarantined
+    exports = list(statuses)
     for key in scored:
         assert store.gets[key] == 1, key
         assert store.ranges[key] <= 1, key  # the report's header read
@@ -196,7 +197,8 @@ def test_the_same_night_gives_the_same_outputs_whatever_the_split(
     a = _outputs(one, _night(one, ref, shard_size=256, run_id="run-a"))
     b = _outputs(other, _night(other, _ref(other), shard_size=7, run_id="run-b"))
     assert a["rows"] == b["rows"]
-    assert a["pngs"].keys() == b["pngs"].keys() and a["pngs"]
+    assert a["pngs"]
+    assert a["pngs"].keys() == b["pngs"].keys()
     assert all(a["pngs"][k] == b["pngs"][k] for k in a["pngs"])
     assert a["checks"] == b["checks"]
 
@@ -215,7 +217,11 @@ def test_one_shard_twice_gives_the_same_result(base: Path, tmp_path: Path) -> No
     assert first.rows == second.rows
     assert first.check_rows == second.check_rows
     assert first.quarantined == second.quarantined
-    assert first.outputs == second.outputs
+    # every output but the SC objects (DICOM stamps their creation time) is byte-identical
+    assert {k: v for k, v in first.outputs.items() if "/sc/" not in k} == {
+        k: v for k, v in second.outputs.items() if "/sc/" not in k
+    }
+    assert first.outputs.keys() == second.outputs.keys()
     assert pngs == {o.key: store.get(o.key) for o in store.list(spec.run_prefix + "/heatmaps/")}
     # what travels between processes: JSON values only, no pixels
     text = json.dumps(first.to_dict())

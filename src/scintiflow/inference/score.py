@@ -429,6 +429,36 @@ def _torch_threads_for(engine_name: str) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _fill(
+    handoff: queue.Queue[Any], stop: threading.Event, stream: Iterator[_Prepared], size: int
+) -> None:
+    """The producer: batches into the hand-off queue until done or stopped; errors too."""
+    try:
+        for batch in _batches(stream, size):
+            while not stop.is_set():
+                try:
+                    handoff.put(batch, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        handoff.put(_DONE)
+    except BaseException as exc:  # surface producer errors in the caller's thread
+        handoff.put(exc)
+
+
+def _drain(handoff: queue.Queue[Any]) -> Iterator[list[_Prepared]]:
+    """The consumer's side: batches until done; a producer error is raised here."""
+    while True:
+        got = handoff.get()
+        if got is _DONE:
+            return
+        if isinstance(got, BaseException):
+            raise got
+        yield got
+
+
 def score_keys(
     source: ObjectStore,
     keys: Iterable[str],
@@ -466,22 +496,10 @@ def score_keys(
     stop = threading.Event()
 
     def produce() -> None:
-        try:
-            stream = _prepared_stream(
-                source, keys, sm, workers=n_workers, preferred_view=view, patient_hash_key=hkey
-            )
-            for batch in _batches(stream, batch_size):
-                while not stop.is_set():
-                    try:
-                        handoff.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            handoff.put(_DONE)
-        except BaseException as exc:  # surface producer errors in the caller's thread
-            handoff.put(exc)
+        stream = _prepared_stream(
+            source, keys, sm, workers=n_workers, preferred_view=view, patient_hash_key=hkey
+        )
+        _fill(handoff, stop, stream, batch_size)
 
     with _torch_threads_for(engine.name):
         producer = threading.Thread(target=produce, name="score-producer", daemon=True)
@@ -492,13 +510,7 @@ def score_keys(
         pending: list[Future[list[Written]]] = []
         try:
             with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="heatmap") as pool:
-                while True:
-                    got = handoff.get()
-                    if got is _DONE:
-                        break
-                    if isinstance(got, BaseException):
-                        raise got
-                    batch: list[_Prepared] = got
+                for batch in _drain(handoff):
                     batch_rows, writes = _infer(
                         batch,
                         engine,
