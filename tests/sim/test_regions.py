@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,42 @@ def test_write_night_writes_a_regions_sidecar_aligned_with_the_images() -> None:
         if entry.label in ("normal", "graves"):
             px = record.pixels
             assert px[regions.thyroid()].mean() > 2.0 * px[~regions.thyroid()].mean()
+
+
+def test_simulated_study_images_carry_their_regions() -> None:
+    from scintiflow.ml.study import simulate_study_data
+
+    data = simulate_study_data(0.005, seed=2)
+    images = data.train + data.internal + data.external
+    assert images
+    for im in images:
+        regions = im.regions
+        assert regions is not None
+        assert regions.shape == im.pixels.shape
+        assert regions.pixel_spacing_mm == im.pixel_spacing_mm
+        assert (regions.nodule is not None) == (CLASSES[im.label] == "thyroid_tumor")
+        assert regions.thyroid().any()
+        assert regions.salivary().any()
+
+
+def test_study_data_from_exports_attaches_regions_whose_hash_matches(tmp_path: Path) -> None:
+    from scintiflow.ml.study import load_study_data
+    from scintiflow.storage import LocalStore
+
+    store = LocalStore(tmp_path)
+    summary = write_night(store, night=NIGHT, n=10, sites=("A",), seed=8)
+    lines = store.get(summary.regions_key).decode().splitlines()
+    stale = json.loads(lines[0])
+    stale["sha256"] = "0" * 64  # a line written for other bytes than the stored file
+    sidecar = "\n".join([json.dumps(stale), *lines[1:]]).encode()
+    data = load_study_data(store, store.get(summary.labels_key), group_key=b"k", regions=[sidecar])
+    images = {im.key: im for im in data.train + data.internal}
+    assert len(images) == 10
+    assert images[stale["key"]].regions is None
+    written = {e.key: e.regions for e in read_regions_jsonl(store.get(summary.regions_key))}
+    for key, im in images.items():
+        if key == stale["key"]:
+            continue
+        assert im.regions is not None
+        np.testing.assert_array_equal(im.regions.thyroid(), written[key].thyroid())
+        assert im.regions.nodule == written[key].nodule
