@@ -7,7 +7,7 @@ against the truth (`scintiflow.ml.evaluation.localisation`). Pixel coordinates a
 pixel. Masks are run-length encoded (`rle_encode`) so a night's sidecar stays small, and
 they describe the anatomy (an organ's full support), not a threshold on the counts.
 
-A region's sidecar line (`labels/<night>.regions.jsonl`, written by `write_night`) carries
+A sidecar line (`labels/<night>.regions.jsonl`, written by `write_night`) carries
 the export key, the SHA-256 of the file's bytes, site and label, and `ImageRegions.to_json()`;
 it holds no patient identifier.
 """
