@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def test_simulate_then_ls_on_a_folder(tmp_path: Path) -> None:
     assert len(keys) == len(labels) + len(faults)
     assert {r["key"] for r in labels} | {r["key"] for r in faults} == set(keys)
     assert (out / "labels" / "2026-11-27.csv").resolve().as_uri() in text
+    regions = store.get("labels/2026-11-27.regions.jsonl").decode().splitlines()
+    assert [json.loads(line)["key"] for line in regions] == [r["key"] for r in labels]
+    assert (out / "labels" / "2026-11-27.regions.jsonl").resolve().as_uri() in text
 
     listing = _invoke("ls", str(out), "--prefix", "exports/2026-11-27/", "--limit", "100")
     for key in keys:

@@ -97,6 +97,7 @@ def simulate(
     )
     console.print(f"exports: {store.url_for(summary.exports_prefix.rstrip('/'))}")
     console.print(f"labels:  {store.url_for(summary.labels_key)}")
+    console.print(f"regions: {store.url_for(summary.regions_key)}")
     if summary.faults:
         console.print(f"faults:  {store.url_for(summary.faults_key)}")
 

@@ -8,6 +8,7 @@ broken and foreign files real export folders hold.
     cases = simulate_cases(200, sites=("A", "B"), seed=1)          # labelled images
     data = case_to_dicom(cases[0], night=date(2024, 5, 1), index=0, seed=1)
     summary = write_night(store, night=date(2024, 5, 1), n=100, bad_fraction=0.1)
+    regions = cases[0].regions()                                    # nodule, lobes, glands
 """
 
 from scintiflow.sim._anatomy import Anatomy, Blob, Nodule
@@ -34,6 +35,18 @@ from scintiflow.sim._nm import (
     case_to_dicom,
     case_to_multiview_dicom,
 )
+from scintiflow.sim._regions import (
+    REGION_NAMES,
+    SALIVARY_PARTS,
+    THYROID_PARTS,
+    ImageRegions,
+    NoduleRegion,
+    RegionsEntry,
+    image_regions,
+    read_regions_jsonl,
+    rle_decode,
+    rle_encode,
+)
 from scintiflow.sim._render import region_masks, render_expected
 from scintiflow.sim._sites import SITES, SiteProfile
 
@@ -42,18 +55,24 @@ __all__ = [
     "FAULT_KINDS",
     "NM_IMAGE_STORAGE",
     "PHI_SENTINELS",
+    "REGION_NAMES",
+    "SALIVARY_PARTS",
     "SENTINEL_ACCESSION",
     "SENTINEL_ADDRESS",
     "SENTINEL_BIRTH_DATE",
     "SENTINEL_PATIENT_ID",
     "SENTINEL_PATIENT_NAME",
     "SITES",
+    "THYROID_PARTS",
     "Anatomy",
     "Blob",
+    "ImageRegions",
     "NightSummary",
     "Nodule",
+    "NoduleRegion",
     "PhantomCase",
     "PutStore",
+    "RegionsEntry",
     "SimulatedFile",
     "SiteProfile",
     "bad_file_count",
@@ -62,9 +81,13 @@ __all__ = [
     "colourise",
     "fault_file",
     "generate_night",
+    "image_regions",
+    "read_regions_jsonl",
     "region_masks",
     "render_expected",
     "render_montage",
+    "rle_decode",
+    "rle_encode",
     "simulate_case",
     "simulate_cases",
     "write_night",

@@ -11,6 +11,7 @@ import numpy as np
 from scintiflow import CLASSES
 from scintiflow.sim._anatomy import Anatomy
 from scintiflow.sim._draw import draw_anatomy, follow_up
+from scintiflow.sim._regions import ImageRegions, image_regions
 from scintiflow.sim._render import acquire, region_masks
 from scintiflow.sim._sites import SITES, SiteProfile, site_profile
 
@@ -68,6 +69,10 @@ class PhantomCase:
     def masks(self) -> dict[str, np.ndarray]:
         """Regions of interest (see `region_masks`)."""
         return region_masks(self.anatomy, self.profile)
+
+    def regions(self) -> ImageRegions:
+        """The diagnostic regions on the image's pixel grid (see `image_regions`)."""
+        return image_regions(self.anatomy, self.profile)
 
 
 def simulate_case(

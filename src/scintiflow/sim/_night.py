@@ -17,6 +17,8 @@ from scintiflow.domain import sha256_hex
 from scintiflow.sim._cases import PhantomCase, cohort_tag, iter_cases
 from scintiflow.sim._faults import CARRIES_PATIENT_ID, FAULT_KINDS, fault_file
 from scintiflow.sim._nm import SENTINEL_PATIENT_ID, case_to_dicom, case_to_multiview_dicom
+from scintiflow.sim._regions import RegionsEntry
+from scintiflow.storage.jsonio import jsonl_bytes
 
 ENCODINGS: tuple[str, ...] = ("explicit_le", "rle", "j2k", "multiview")
 """How a good file is stored: plain, RLE Lossless, JPEG 2000 Lossless, or 3-view NM object."""
@@ -62,6 +64,7 @@ class NightSummary:
     by_encoding: dict[str, int]
     labels_key: str
     faults_key: str
+    regions_key: str
 
     @property
     def files(self) -> int:
@@ -265,13 +268,17 @@ def write_night(
 
     Files go to `{exports_prefix}/{night:%Y-%m-%d}/{relative_key}`; ground truth to
     `{labels_prefix}/{night}.csv` (key,label,patient_id,site; key = full store key) and
-    faults to `{labels_prefix}/{night}.faults.csv` (key,fault,site; header only if none).
+    faults to `{labels_prefix}/{night}.faults.csv` (key,fault,site; header only if none), and
+    the diagnostic regions of every good file's anterior frame to
+    `{labels_prefix}/{night}.regions.jsonl` (one `RegionsEntry` per line, keyed by the export
+    key and the file's SHA-256; no patient identifier).
     `progress`, when given, is called after each stored file with the number stored so far.
     """
     day = f"{night:%Y-%m-%d}"
     export_prefix = f"{exports_prefix}/{day}"
     labels: list[tuple[str, ...]] = []
     faults: list[tuple[str, ...]] = []
+    regions: list[dict[str, object]] = []
     encodings: Counter[str] = Counter()
     for f in generate_night(
         n,
@@ -288,6 +295,11 @@ def write_night(
         store.put(key, f.data)
         if f.fault is None:
             labels.append((key, str(f.label), str(f.patient_id), f.site))
+            if f.case is not None:
+                entry = RegionsEntry(
+                    key, sha256_hex(f.data), f.site, str(f.label), f.case.regions()
+                )
+                regions.append(entry.to_json())
             encodings[str(f.encoding)] += 1
         else:
             faults.append((key, f.fault, f.site))
@@ -296,7 +308,9 @@ def write_night(
     labels_key = f"{labels_prefix}/{day}.csv"
     faults_key = f"{labels_prefix}/{day}.faults.csv"
     store.put(labels_key, _csv(("key", "label", "patient_id", "site"), labels))
+    regions_key = f"{labels_prefix}/{day}.regions.jsonl"
     store.put(faults_key, _csv(("key", "fault", "site"), faults))
+    store.put(regions_key, jsonl_bytes(regions))
     return NightSummary(
         night=night,
         exports_prefix=export_prefix,
@@ -307,4 +321,5 @@ def write_night(
         by_encoding=dict(encodings),
         labels_key=labels_key,
         faults_key=faults_key,
+        regions_key=regions_key,
     )

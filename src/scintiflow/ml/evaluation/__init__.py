@@ -7,6 +7,8 @@ the study protocol and the report share one definition of every number:
   AUC, ECE); `bootstrap`: patient-grouped percentile CIs; `folds`: patient-grouped CV folds
   and their summary; `calibration`: softmax and temperature scaling; `results`: `EvalSet`,
   `ArchResult`, `StudyResult`; `reader_comparison`: readers vs the model (exact McNemar);
+  `localisation`: do heatmaps point at the disease (pointing game, energy in a region,
+  deletion curve against random order, the weight-randomisation rank check);
   `json_values`: NaN-safe JSON numbers.
 
 Conventions: `y_true` holds class indices into `classes` (strings are accepted too and mapped);
@@ -25,6 +27,22 @@ from scintiflow.ml.evaluation.folds import (
     summary_metric_names,
 )
 from scintiflow.ml.evaluation.json_values import json_number, json_safe, number_from_json
+from scintiflow.ml.evaluation.localisation import (
+    RANDOMISATION_BOUND,
+    DeletionCheck,
+    DeletionCurve,
+    RandomisationCheck,
+    deletion_check,
+    deletion_curve,
+    energy_in_region,
+    peak_px,
+    pointing_game,
+    pointing_hit,
+    random_deletion_curve,
+    randomisation_check,
+    rank_correlation,
+    upsample_map,
+)
 from scintiflow.ml.evaluation.metrics import (
     MACRO_STATS,
     PER_CLASS_STATS,
@@ -52,10 +70,14 @@ __all__ = [
     "DEFAULT_CI_METRICS",
     "MACRO_STATS",
     "PER_CLASS_STATS",
+    "RANDOMISATION_BOUND",
     "ArchResult",
     "ClassificationMetrics",
+    "DeletionCheck",
+    "DeletionCurve",
     "EvalSet",
     "McNemarResult",
+    "RandomisationCheck",
     "ReaderComparison",
     "StudyResult",
     "bootstrap_ci",
@@ -64,6 +86,9 @@ __all__ = [
     "cis_to_json",
     "classification_metrics",
     "compare_readers",
+    "deletion_check",
+    "deletion_curve",
+    "energy_in_region",
     "expected_calibration_error",
     "fit_temperature",
     "is_simulated_reader",
@@ -74,7 +99,14 @@ __all__ = [
     "negative_log_likelihood",
     "number_from_json",
     "patient_grouped_folds",
+    "peak_px",
+    "pointing_game",
+    "pointing_hit",
+    "random_deletion_curve",
+    "randomisation_check",
+    "rank_correlation",
     "softmax",
     "summarize_folds",
     "summary_metric_names",
+    "upsample_map",
 ]

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from scintiflow import CLASSES
+
+if TYPE_CHECKING:
+    from scintiflow.sim import ImageRegions
 
 STUDY_SHAPE: dict[str, int] = {"train": 2067, "internal": 514, "external": 613}
 """Image counts of the published study: training and internal sets from the training
@@ -33,7 +36,11 @@ class StudyDataError(ValueError):
 
 @dataclass(frozen=True)
 class StudyImage:
-    """One labelled image in memory. `group` is a keyed hash of the patient, never the ID."""
+    """One labelled image in memory. `group` is a keyed hash of the patient, never the ID.
+
+    `regions` is the simulator's ground truth (nodule, lobes, salivary glands on the image's
+    pixel grid) for simulated images; None for real exports.
+    """
 
     key: str
     label: int
@@ -42,6 +49,7 @@ class StudyImage:
     pixels: np.ndarray = field(repr=False)  # (rows, cols) counts
     sha256: str
     pixel_spacing_mm: float | None = None
+    regions: ImageRegions | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

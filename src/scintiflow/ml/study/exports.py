@@ -29,6 +29,7 @@ from scintiflow.ml.study.data import (
 
 if TYPE_CHECKING:
     from scintiflow.ml.readers import ReaderRead
+    from scintiflow.sim import ImageRegions
     from scintiflow.storage import ObjectStore
 
 LogFn = Callable[[str], None]
@@ -107,8 +108,13 @@ def _decode_rows(
     group_key: bytes,
     skipped: Counter[str],
     log: LogFn | None,
+    regions: dict[str, tuple[str, ImageRegions]] | None = None,
 ) -> list[StudyImage]:
-    """Decode the labelled keys; failures are skipped and counted by reason code."""
+    """Decode the labelled keys; failures are skipped and counted by reason code.
+
+    `regions` (key -> (file SHA-256, regions)) attaches ground truth to images whose bytes
+    match the hash the sidecar was written for.
+    """
     from scintiflow.ingest.objects import decode_objects
 
     out: list[StudyImage] = []
@@ -127,6 +133,7 @@ def _decode_rows(
         if rec.modality != "NM":
             skipped["not_nm_modality"] += 1
             continue
+        truth = (regions or {}).get(row.key)
         out.append(
             StudyImage(
                 key=row.key,
@@ -136,6 +143,7 @@ def _decode_rows(
                 pixels=rec.pixels,
                 sha256=item.sha256,
                 pixel_spacing_mm=None if rec.pixel_spacing_mm is None else rec.pixel_spacing_mm[0],
+                regions=truth[1] if truth is not None and truth[0] == item.sha256 else None,
             )
         )
     if log is not None and skipped:
@@ -168,13 +176,22 @@ def load_study_data(
     workers: int = 0,
     preferred_view: str = "anterior",
     log: LogFn | None = None,
+    regions: Sequence[bytes] = (),
 ) -> StudyData:
     """Decode labelled exports into a study: a patient-disjoint internal holdout of the
     training labels, and an external set when external labels are given.
 
     Files that fail to decode are skipped and counted by reason code (`StudyData.skipped`).
+    `regions` holds simulated nights' region sidecars (`labels/<night>.regions.jsonl`): an
+    image whose key and SHA-256 match a line carries its regions (`StudyImage.regions`).
     """
     skipped: Counter[str] = Counter()
+    truth: dict[str, tuple[str, ImageRegions]] = {}
+    if regions:
+        from scintiflow.sim import read_regions_jsonl
+
+        for sidecar in regions:
+            truth.update((e.key, (e.sha256, e.regions)) for e in read_regions_jsonl(sidecar))
 
     def decode(source: ObjectStore, csv_bytes: bytes) -> list[StudyImage]:
         return _decode_rows(
@@ -185,6 +202,7 @@ def load_study_data(
             group_key=group_key,
             skipped=skipped,
             log=log,
+            regions=truth,
         )
 
     images = decode(store, labels)

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 
 def _study_images(cases: Sequence[Any], group_key: bytes) -> list[StudyImage]:
-    """Simulated cases as study images: keys are content hashes, patients keyed hashes."""
+    """Simulated cases as study images: keys are content hashes, patients keyed hashes; each
+    carries its regions (ground truth for the localisation metrics)."""
     out = []
     for c in cases:
         digest = sha256_hex(c.image.tobytes())
@@ -37,6 +38,7 @@ def _study_images(cases: Sequence[Any], group_key: bytes) -> list[StudyImage]:
                 pixels=c.image,
                 sha256=digest,
                 pixel_spacing_mm=c.profile.pixel_spacing_mm,
+                regions=c.regions(),
             )
         )
     return out
