@@ -34,6 +34,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from scintiflow.checks.run import check_keys, list_night, run_checks
+    from scintiflow.settings import get_settings
+
+    settings = get_settings()
     from scintiflow.checks.suite import validate_table
     from scintiflow.ingest.objects import decode_objects
     from scintiflow.sim import write_night
@@ -62,7 +65,7 @@ def main() -> None:
 
         # decode + table + one GX validation, nothing written
         start = time.perf_counter()
-        table, _ = check_keys(store, keys, workers=workers)
+        table, _ = check_keys(store, keys, workers=workers, settings=settings)
         check_s = time.perf_counter() - start
 
         # GX validation alone over the same table
@@ -72,7 +75,7 @@ def main() -> None:
 
         # the whole step
         start = time.perf_counter()
-        summary = run_checks(store, night=night, run_id="bench", workers=workers)
+        summary = run_checks(store, night=night, run_id="bench", workers=workers, settings=settings)
         full_s = time.perf_counter() - start
         assert len(summary.accepted) + len(summary.quarantined) == files
 

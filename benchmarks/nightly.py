@@ -28,6 +28,7 @@ with and without it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shutil
@@ -39,6 +40,16 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+
+def _prefect_home(prefix: str) -> Path:
+    """A temp folder for the run, with Prefect's home (and quiet settings) in it."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect-home"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    return tmp
 
 
 def _args() -> argparse.Namespace:
@@ -60,17 +71,14 @@ def main() -> None:
         ratio_main(args)
         return
 
-    tmp = Path(tempfile.mkdtemp(prefix="scintiflow-bench-nightly-"))
-    os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect-home"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    tmp = _prefect_home("scintiflow-bench-nightly-")
 
     from prefect.testing.utilities import prefect_test_harness
     from test_flows import register_random_champion
 
     from flows.nightly import nightly
     from scintiflow.pipeline.night import run_night
+    from scintiflow.settings import get_settings
     from scintiflow.sim import write_night
     from scintiflow.storage import LocalStore
 
@@ -103,7 +111,11 @@ def main() -> None:
                 t0 = time.perf_counter()
                 if path == "plain":
                     res = run_night(
-                        str(night), root, shard_size=args.shard_size, batch_size=args.batch_size
+                        str(night),
+                        root,
+                        shard_size=args.shard_size,
+                        batch_size=args.batch_size,
+                        settings=get_settings(),
                     )
                     assert res.manifest is not None
                     counts[path] = res.manifest["counts"]
@@ -216,10 +228,7 @@ def _ort_logits_per_s(root: str, night: date, batch_size: int) -> float:
 
 def ratio_main(args: argparse.Namespace) -> None:
     """The whole flow against the network alone (see the module docstring)."""
-    tmp = Path(tempfile.mkdtemp(prefix="scintiflow-bench-ratio-"))
-    os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect-home"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    tmp = _prefect_home("scintiflow-bench-ratio-")
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.nightly import nightly
@@ -247,15 +256,18 @@ def ratio_main(args: argparse.Namespace) -> None:
                 batch_size=args.batch_size,
             )
             wall[n] = time.perf_counter() - t0
-            report_s[n] = float(out["timings_s"].get("report", 0.0))
+            # code before the report task had none: the report ran inside publish
+            report_s[n] = float(out["timings_s"].get("report", "nan"))
             print(f"flow, {n} studies: {wall[n]:.1f} s {out['timings_s']}", file=sys.stderr)
     extra = args.n - 16
     flow = extra / (wall[args.n] - wall[16])
     no_report = extra / (wall[args.n] - wall[16] - (report_s[args.n] - report_s[16]))
     report_ms = 1000.0 * (report_s[args.n] - report_s[16]) / extra
+    without = "n/a" if math.isnan(no_report) else f"{no_report / ort:.2f}"
+    per_study = "n/a" if math.isnan(report_ms) else f"{report_ms:.0f}"
     row = (
         f"| {args.label} | {args.n} | {flow:.1f} | {ort:.1f} | **{flow / ort:.2f}** | "
-        f"{no_report / ort:.2f} | {report_ms:.0f} |"
+        f"{without} | {per_study} |"
     )
     print(row)
     if args.write_docs:

@@ -251,6 +251,7 @@ def _size_stages(
             "results/bench/run",
             batch_size=batch_size,
             workers=threads,
+            patient_hash_key=b"bench",
         )
 
     for (_, _), s in sessions.items():  # warm-up: first-call allocations, pools, arenas

@@ -125,7 +125,9 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> NightRun:
     labelled = {
         r["key"] for r in csv.DictReader(io.StringIO(store.get(written.labels_key).decode()))
     }
-    summary, logs = _run_logged(lambda: run_checks(store, night=NIGHT, run_id="run-one", workers=2))
+    summary, logs = _run_logged(
+        lambda: run_checks(store, night=NIGHT, run_id="run-one", workers=2, settings=Settings())
+    )
     return NightRun(root, store, summary, logs, faults, labelled)
 
 
@@ -224,7 +226,7 @@ def test_sources_are_untouched_and_a_rerun_adds_no_quarantine_copy(night: NightR
     store = night.store
     before_sources = {o.key: sha256_hex(store.get(o.key)) for o in store.list(EXPORTS)}
     before_quarantine = {o.key: store.get(o.key) for o in store.list(f"quarantine/{DAY}/")}
-    again = run_checks(store, night=NIGHT, run_id="run-two")
+    again = run_checks(store, night=NIGHT, run_id="run-two", settings=Settings())
     after_quarantine = {o.key: store.get(o.key) for o in store.list(f"quarantine/{DAY}/")}
     assert after_quarantine == before_quarantine
     assert {o.key: sha256_hex(store.get(o.key)) for o in store.list(EXPORTS)} == before_sources
@@ -534,7 +536,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> CorpusRun:
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, original, enforce_file_format=True)
     store.put(f"{EXPORTS}corpus/zz-same-sop-uid.dcm", buffer.getvalue())
-    return CorpusRun(store, run_checks(store, night=NIGHT, run_id="corpus"))
+    return CorpusRun(store, run_checks(store, night=NIGHT, run_id="corpus", settings=Settings()))
 
 
 def test_corpus_reaches_every_suite_code() -> None:
@@ -586,7 +588,7 @@ def test_identical_rejected_bytes_share_one_copy_listing_both_keys(
     store = LocalStore(tmp_path)
     for name in ("a", "b"):
         store.put(f"{EXPORTS}{name}.dcm", b"")
-    summary = run_checks(store, night=NIGHT, run_id="empties")
+    summary = run_checks(store, night=NIGHT, run_id="empties", settings=Settings())
     assert summary.quarantined == {
         f"{EXPORTS}a.dcm": ("empty_file",),
         f"{EXPORTS}b.dcm": ("duplicate_bytes", "empty_file"),
@@ -617,7 +619,7 @@ def test_every_bundled_pydicom_file_ends_accepted_or_quarantined(tmp_path: Path)
     assert set(files) == set(BUNDLED_EXPECTED)
     for name, path in files.items():
         store.put(f"{EXPORTS}pydicom/{name}", path.read_bytes())
-    summary = run_checks(store, night=NIGHT, run_id="bundled")
+    summary = run_checks(store, night=NIGHT, run_id="bundled", settings=Settings())
     assert summary.inputs == len(files)
     assert len(summary.accepted) + len(summary.quarantined) == len(files)
     # none of them is an NM Image Storage thyroid view
@@ -649,7 +651,7 @@ def test_s3_gives_the_same_checks_json_as_a_folder(
     s3 = S3Store(s3_bucket, "site", endpoint_url=s3_settings.s3_endpoint_url, max_attempts=2)
     for info in night.store.list(EXPORTS):
         s3.put(info.key, night.store.get(info.key))
-    summary = run_checks(s3, night=NIGHT, run_id="run-s3")
+    summary = run_checks(s3, night=NIGHT, run_id="run-s3", settings=Settings())
     on_s3 = _meaningful(_read_json(s3, summary.checks_key))
     local = _meaningful(_read_json(night.store, night.summary.checks_key))
     assert on_s3 == local
@@ -658,7 +660,7 @@ def test_s3_gives_the_same_checks_json_as_a_folder(
         assert s3.get(location) == s3.get(key)
     # and a re-run on S3 writes no second copy either
     before = {o.key: o.size for o in s3.list(f"quarantine/{DAY}/")}
-    run_checks(s3, night=NIGHT, run_id="run-s3-again")
+    run_checks(s3, night=NIGHT, run_id="run-s3-again", settings=Settings())
     assert {o.key: o.size for o in s3.list(f"quarantine/{DAY}/")} == before
 
 
@@ -682,7 +684,7 @@ def test_a_listed_object_that_vanished_is_quarantined_as_missing(tmp_path: Path)
     store = _VanishingStore(tmp_path, key)
     store.put(key, _good_plain())
     store.put(f"{EXPORTS}kept.dcm", _good_bytes(9))
-    summary = run_checks(store, night=NIGHT, run_id="vanish")
+    summary = run_checks(store, night=NIGHT, run_id="vanish", settings=Settings())
     assert summary.quarantined == {key: ("missing_object",)}
     assert summary.accepted == (f"{EXPORTS}kept.dcm",)
     location = summary.quarantine_locations[key]
@@ -694,7 +696,7 @@ def test_a_listed_object_that_vanished_is_quarantined_as_missing(tmp_path: Path)
 
 def test_check_keys_reports_a_missing_key(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    table, outcome = checks_run.check_keys(store, ["exports/x/none.dcm"])
+    table, outcome = checks_run.check_keys(store, ["exports/x/none.dcm"], settings=Settings())
     assert outcome.rejected == {"exports/x/none.dcm": ("missing_object",)}
     with pytest.raises(KeyNotFoundError):
         store.get("exports/x/none.dcm")
@@ -731,10 +733,14 @@ def test_duplicate_tracker_spans_batches(tmp_path: Path) -> None:
     store.put("a/2.dcm", store.get("a/1.dcm"))
     tracker = DuplicateTracker()
     first = build_checks_table(
-        decode_objects(store, ["a/1.dcm"], patient_hash_key=b"test-phi-key"), tracker=tracker
+        decode_objects(store, ["a/1.dcm"], patient_hash_key=b"test-phi-key"),
+        tracker=tracker,
+        uid_hash_key=b"test-phi-key",
     )
     second = build_checks_table(
-        decode_objects(store, ["a/2.dcm"], patient_hash_key=b"test-phi-key"), tracker=tracker
+        decode_objects(store, ["a/2.dcm"], patient_hash_key=b"test-phi-key"),
+        tracker=tracker,
+        uid_hash_key=b"test-phi-key",
     )
     assert first["duplicate_bytes"].tolist() == [False]
     assert second["duplicate_bytes"].tolist() == [True]
@@ -765,7 +771,7 @@ def test_the_invariant_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(checks.ChecksValidator, "validate", losing)
     with pytest.raises(ChecksInvariantError):
-        run_checks(store, night=NIGHT, run_id="broken")
+        run_checks(store, night=NIGHT, run_id="broken", settings=Settings())
 
 
 # ---------------------------------------------------------------------------------------
@@ -836,7 +842,7 @@ def test_shards_give_the_same_verdicts_and_one_night_validation(night: NightRun)
     """Checked in shards of 12 (one row validation each), the night is validated once more
     as a whole (duplicates across shards, data docs): the same document as one shard."""
     store = night.store
-    summary = run_checks(store, night=NIGHT, run_id="batched", batch_size=12)
+    summary = run_checks(store, night=NIGHT, run_id="batched", batch_size=12, settings=Settings())
     batches = -(-summary.inputs // 12)
     assert batches > 1
     one, many = (

@@ -541,12 +541,13 @@ def test_flow_and_plain_loop_give_the_same_night(prefect_api: None, store: Local
     import shutil
 
     from scintiflow.pipeline.night import run_night
+    from scintiflow.settings import get_settings
 
     write_night(store, night=NIGHT, n=10, sites=("A", "B"), seed=31, bad_fraction=0.15)
     twin = LocalStore(Path(str(store.root) + "-twin"))
     shutil.copytree(store.root, twin.root)
     flow_summary = _run(source=store.url).result()
-    plain = run_night(N, twin.url, shard_size=12, batch_size=8)
+    plain = run_night(N, twin.url, shard_size=12, batch_size=8, settings=get_settings())
     a, b = read_latest(store, N), plain.manifest
     assert b is not None
     assert flow_summary["manifest"]

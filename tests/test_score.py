@@ -30,6 +30,7 @@ from scintiflow.sim import PHI_SENTINELS, write_night
 from scintiflow.storage import LocalStore, ObjectStore
 
 NIGHT = date(2026, 11, 27)
+KEY = b"test-phi-key"
 SIZE = 64
 
 
@@ -102,7 +103,9 @@ def test_every_key_ends_scored_or_failed_with_a_reason(
     keys = _keys(night)
     engine = open_engine("onnxruntime", model)
     prefix = results_prefix(str(NIGHT), "run-a")
-    summary = score_keys(night, keys, engine, model, night, prefix, batch_size=8)
+    summary = score_keys(
+        night, keys, engine, model, night, prefix, batch_size=8, patient_hash_key=KEY
+    )
     faults = list(csv.DictReader(io.StringIO(night.get(f"labels/{NIGHT}.faults.csv").decode())))
     assert len(summary.rows) + len(summary.failures) == len(keys)
     assert len(summary.rows) >= 30  # every good file (some faults still decode)
@@ -123,6 +126,7 @@ def test_every_key_ends_scored_or_failed_with_a_reason(
         assert row["low_confidence"] == (max(probs) < 0.7)  # threshold from the model card
         assert row["model_version"] == model.version
         assert row["engine"] == "onnxruntime"
+        assert row["precision"] == engine.precision == "fp32"
         assert (row["heatmap_key"], row["overlay_key"]) == heatmap_keys(prefix, row["sha256"])
     if summary.failures:
         failed = night.get(f"{prefix}/score_failures.jsonl").decode().splitlines()
@@ -136,7 +140,9 @@ def test_heatmaps_match_each_matrix_and_carry_no_text(
 
     keys = _keys(night)
     engine = open_engine("onnxruntime", model)
-    result = score_batch(night, keys, engine, model, night, "results/x/run-b", workers=2)
+    result = score_batch(
+        night, keys, engine, model, night, "results/x/run-b", workers=2, patient_hash_key=KEY
+    )
     shapes = set()
     for row in result.rows:
         record = decode_dicom(night.get(row.key), patient_hash_key=b"test-phi-key")
@@ -154,7 +160,16 @@ def test_heatmaps_match_each_matrix_and_carry_no_text(
 def test_all_class_maps_write_one_pair_per_class(night: LocalStore, model: ScoringModel) -> None:
     keys = _keys(night)[:6]
     engine = open_engine("onnxruntime", model)
-    result = score_batch(night, keys, engine, model, night, "results/x/run-c", all_class_maps=True)
+    result = score_batch(
+        night,
+        keys,
+        engine,
+        model,
+        night,
+        "results/x/run-c",
+        all_class_maps=True,
+        patient_hash_key=KEY,
+    )
     for row in result.rows:
         for cls in CLASSES:
             map_key, overlay_key = heatmap_keys("results/x/run-c", row.sha256, cls)
@@ -169,7 +184,16 @@ def test_predictions_do_not_depend_on_batch_size(night: LocalStore, model: Scori
     keys = _keys(night)
     engine = open_engine("onnxruntime", model)
     runs = [
-        score_keys(night, keys, engine, model, night, f"results/x/bs{b}", batch_size=b).rows
+        score_keys(
+            night,
+            keys,
+            engine,
+            model,
+            night,
+            f"results/x/bs{b}",
+            batch_size=b,
+            patient_hash_key=KEY,
+        ).rows
         for b in (1, 7, 32)
     ]
     first = runs[0]
@@ -187,7 +211,15 @@ def test_keys_and_outputs_hold_no_patient_identifiers(tmp_path: Path) -> None:
     write_night(store, night=NIGHT, n=6, sites=("A",), seed=2, phi_sentinel=True)
     _register(store)
     sm = load_scoring_model(store, "thyroid")
-    score_keys(store, _keys(store), open_engine("onnxruntime", sm), sm, store, "results/p/r")
+    score_keys(
+        store,
+        _keys(store),
+        open_engine("onnxruntime", sm),
+        sm,
+        store,
+        "results/p/r",
+        patient_hash_key=KEY,
+    )
     outputs = [o.key for o in store.list("results/")]
     blob = "\n".join(outputs).encode() + b"".join(store.get(k) for k in outputs)
     for sentinel in PHI_SENTINELS:
@@ -209,7 +241,13 @@ def test_local_and_s3_stores_give_identical_predictions(
     for store in (local, s3):
         sm = load_scoring_model(store, "thyroid")
         summary = score_keys(
-            store, _keys(store), open_engine("onnxruntime", sm), sm, store, "results/s/r"
+            store,
+            _keys(store),
+            open_engine("onnxruntime", sm),
+            sm,
+            store,
+            "results/s/r",
+            patient_hash_key=KEY,
         )
         assert store.exists(summary.rows[0].overlay_key)
         tables.append(read_predictions(store, "results/s/r"))
@@ -232,9 +270,10 @@ store = LocalStore(sys.argv[1])
 keys = [o.key for o in store.list("exports/")]
 sm = load_scoring_model(store, "thyroid")
 engine = open_engine("onnxruntime", sm, threads=2)
-score_keys(store, keys[:64], engine, sm, store, "results/warm/r", batch_size=32, workers=2)
+kw = {"batch_size": 32, "workers": 2, "patient_hash_key": b"k"}
+score_keys(store, keys[:64], engine, sm, store, "results/warm/r", **kw)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-summary = score_keys(store, keys, engine, sm, store, "results/s/r", batch_size=32, workers=2)
+summary = score_keys(store, keys, engine, sm, store, "results/s/r", **kw)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"n": len(summary.rows), "before_kib": before, "after_kib": after}))
 """

@@ -170,6 +170,17 @@ def test_proof_is_measured_recorded_once_and_drives_auto(
     assert kind == ("onnxruntime-int8" if proof.allowed else "onnxruntime")
     assert f"engine {kind}" in caplog.text
     assert int8_permission(sm)[0] == proof.allowed
+    # Every prediction row says which arithmetic produced it.
+    from scintiflow.inference.score import _Prepared, score_prepared
+    from scintiflow.ml.preprocess import preprocess
+
+    items = [
+        _Prepared(f"k{i}", f"{i:064x}", pixels=im.pixels, x=preprocess(im.pixels, sm.preprocess))
+        for i, im in enumerate(trained.train[:3])
+    ]
+    for engine in (fp32, int8):
+        rows, _, _ = score_prepared(items, engine, sm, store, "results/p/r", batch_size=2)
+        assert {r.precision for r in rows} == {engine.precision}
 
 
 @pytest.mark.slow

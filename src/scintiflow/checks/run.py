@@ -16,11 +16,11 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from scintiflow.checks.quarantine import quarantine_prefix
-from scintiflow.checks.suite import CheckOutcome, ChecksInvariantError, ChecksValidator
-from scintiflow.checks.table import DuplicateTracker, checks_row, rows_to_table
+from scintiflow.checks.suite import CheckOutcome, ChecksInvariantError
+from scintiflow.checks.table import rows_to_table
 from scintiflow.checks.thresholds import CheckThresholds
 from scintiflow.domain import new_run_id
-from scintiflow.ingest.objects import decode_objects, night_prefix
+from scintiflow.ingest.objects import night_prefix
 from scintiflow.storage import ObjectStore
 
 if TYPE_CHECKING:
@@ -48,38 +48,27 @@ def check_keys(
     store: ObjectStore,
     keys: Sequence[str],
     *,
-    validator: ChecksValidator | None = None,
+    settings: Settings,
     thresholds: CheckThresholds | None = None,
-    tracker: DuplicateTracker | None = None,
     workers: int = 0,
-    settings: Settings | None = None,
     run_name: str | None = None,
-    progress: Callable[[int], None] | None = None,
 ) -> tuple[pd.DataFrame, CheckOutcome]:
-    """Decode and check one batch of keys: (checks table, outcome). Writes nothing.
+    """Fetch, decode and check keys on the shard's own code path (one GX validation of the
+    row expectations); writes nothing. Duplicates are the merge's: not flagged here."""
+    from scintiflow.pipeline.shard import ShardSpec, read_shard, validate_rows
 
-    The building block for batched flows: pass one `tracker` (duplicates across batches)
-    and one `validator` (GX context built once; data docs for every batch) through a
-    night's batches. `thresholds` is used only when no validator is given. `progress(done)`
-    is called after each decoded file.
-    """
-    settings = settings or _settings()
-    validator = validator if validator is not None else ChecksValidator(thresholds)
-    tracker = tracker if tracker is not None else DuplicateTracker()
-    key_bytes = settings.phi_hash_key.get_secret_value().encode()
-    rows: list[dict[str, Any]] = []
-    for obj in decode_objects(
-        store,
-        keys,
-        workers=workers or settings.decode_workers,
+    spec = ShardSpec(
+        night="1970-01-01",
+        run_id=run_name or "check-keys",
+        run_prefix="unused",
         preferred_view=settings.preferred_view,
-        patient_hash_key=key_bytes,
-    ):
-        rows.append(checks_row(obj, uid_hash_key=key_bytes, tracker=tracker))
-        if progress is not None:
-            progress(len(rows))
-    table = rows_to_table(rows)
-    return table, validator.validate(table, run_name=run_name)
+        workers=workers or settings.decode_workers or 2,
+        thresholds=thresholds or CheckThresholds(),
+    )
+    hash_key = settings.phi_hash_key.get_secret_value().encode()
+    fetched = read_shard(store, keys, spec, hash_key=hash_key)
+    table, outcome = validate_rows(fetched, spec)
+    return table, outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +91,6 @@ class ChecksSummary:
     table: pd.DataFrame = field(repr=False, compare=False)
 
 
-def _settings() -> Settings:
-    from scintiflow.settings import get_settings
-
-    return get_settings()
-
-
 def run_checks(
     store: ObjectStore,
     *,
@@ -117,7 +100,7 @@ def run_checks(
     thresholds: CheckThresholds | None = None,
     workers: int = 0,
     batch_size: int = 0,
-    settings: Settings | None = None,
+    settings: Settings,
     progress: Callable[[int, int], None] | None = None,
 ) -> ChecksSummary:
     """Check one night on the nightly flow's own path, without scoring: list -> shards
@@ -135,7 +118,6 @@ def run_checks(
     from scintiflow.pipeline.shard import ShardSpec, process_shard
     from scintiflow.storage.layout import Layout
 
-    settings = settings or _settings()
     thresholds = thresholds or CheckThresholds()
     out = dest_store if dest_store is not None else store
     day = night if isinstance(night, str) else night.isoformat()
@@ -179,7 +161,6 @@ def _summary(
     keys: Sequence[str],
     quarantine_root: str,
 ) -> ChecksSummary:
-    from scintiflow.checks.table import rows_to_table
 
     doc = merged.checks_document
     quarantined = {k: tuple(v) for k, v in doc["quarantined"].items()}

@@ -181,7 +181,7 @@ def _burned_in(value: str | None) -> bool:
 def build_checks_table(
     decoded: Iterable[DecodedObject],
     *,
-    uid_hash_key: bytes = b"scintiflow-default-phi-key",
+    uid_hash_key: bytes,
     tracker: DuplicateTracker | None = None,
 ) -> pd.DataFrame:
     """The checks table: one row per object, in the order given (`TABLE_COLUMNS`).

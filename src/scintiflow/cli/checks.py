@@ -23,6 +23,7 @@ def _check_run(
 ) -> ChecksSummary:
     """Run the data checks of one night with a progress bar; `ChecksSummary` back."""
     from scintiflow.checks.run import run_checks
+    from scintiflow.settings import get_settings
 
     with progress_bar(console) as progress:
         task = progress.add_task("checking", total=None)
@@ -31,6 +32,7 @@ def _check_run(
             night=night,
             dest_store=dest,
             workers=workers,
+            settings=get_settings(),
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
 

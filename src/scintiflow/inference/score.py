@@ -306,18 +306,10 @@ def _failures(items: list[_Prepared]) -> list[ScoreFailure]:
     return [it.failure for it in items if it.failure is not None]
 
 
-def _settings_defaults(
-    workers: int | None, preferred_view: str | None, patient_hash_key: bytes | None
-) -> tuple[int, str, bytes]:
+def _default_workers(workers: int | None) -> int:
     from scintiflow.ml.training import available_cores
-    from scintiflow.settings import get_settings
 
-    settings = get_settings()
-    return (
-        workers or settings.decode_workers or available_cores(),
-        preferred_view or settings.preferred_view,
-        patient_hash_key or settings.phi_hash_key.get_secret_value().encode(),
-    )
+    return workers or available_cores()
 
 
 def score_prepared(
@@ -378,15 +370,20 @@ def score_batch(
     *,
     all_class_maps: bool = False,
     low_confidence_threshold: float | None = None,
+    patient_hash_key: bytes,
     workers: int | None = None,
-    preferred_view: str | None = None,
-    patient_hash_key: bytes | None = None,
+    preferred_view: str = "anterior",
 ) -> BatchResult:
     """Score ONE batch of keys (fetch and decode in a pool, one engine call), write its maps."""
-    n_workers, view, hkey = _settings_defaults(workers, preferred_view, patient_hash_key)
+    n_workers = _default_workers(workers)
     items = list(
         _prepared_stream(
-            source, keys, sm, workers=n_workers, preferred_view=view, patient_hash_key=hkey
+            source,
+            keys,
+            sm,
+            workers=n_workers,
+            preferred_view=preferred_view,
+            patient_hash_key=patient_hash_key,
         )
     )
     rows, failures, _ = score_prepared(
@@ -470,9 +467,9 @@ def score_keys(
     batch_size: int = 32,
     all_class_maps: bool = False,
     low_confidence_threshold: float | None = None,
+    patient_hash_key: bytes,
     workers: int | None = None,
-    preferred_view: str | None = None,
-    patient_hash_key: bytes | None = None,
+    preferred_view: str = "anterior",
     total: int | None = None,
     progress: ProgressFn | None = None,
     write_tables: bool = True,
@@ -486,7 +483,8 @@ def score_keys(
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     started = time.perf_counter()
-    n_workers, view, hkey = _settings_defaults(workers, preferred_view, patient_hash_key)
+    n_workers = _default_workers(workers)
+    view, hkey = preferred_view, patient_hash_key
     threshold = (
         sm.low_confidence_threshold
         if low_confidence_threshold is None

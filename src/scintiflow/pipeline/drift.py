@@ -201,7 +201,7 @@ def decode_stats(
     *,
     workers: int = 0,
     preferred_view: str = "anterior",
-    patient_hash_key: bytes = b"scintiflow-default-phi-key",
+    patient_hash_key: bytes,
 ) -> list[ImageStats]:
     """Decode `keys` (thread pool) and summarise each; undecodable ones are skipped."""
     import os

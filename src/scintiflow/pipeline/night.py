@@ -323,17 +323,13 @@ def run_night(
     batch_size: int = 32,
     shard_size: int = 256,
     run_id: str | None = None,
-    cfg: NightConfig | None = None,
-    hash_key: bytes | None = None,
+    settings: Settings,
     browser: str | None = DEFAULT_BROWSER,
 ) -> PublishResult:
-    """The nightly job as a plain loop over the same steps (no orchestration)."""
-    if cfg is None or hash_key is None:
-        from scintiflow.settings import get_settings
-
-        settings = get_settings()
-        cfg = cfg or NightConfig.from_settings(settings)
-        hash_key = hash_key or phi_hash_key(settings)
+    """The nightly job as a plain loop over the same steps (no orchestration); `settings`
+    are read once by the caller (the process's edge) and handed down."""
+    cfg = NightConfig.from_settings(settings)
+    hash_key = phi_hash_key(settings)
     dest_url = dest_url or source_url
     ref = resolve_model(
         registry_url or dest_url, model_name, model, engine, models_prefix=cfg.layout.models

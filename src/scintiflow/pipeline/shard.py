@@ -35,7 +35,7 @@ from scintiflow.storage.jsonio import Written, put_bytes
 from scintiflow.storage.layout import sc_key, thumbnail_keys
 
 if TYPE_CHECKING:
-    from scintiflow.checks.suite import ChecksValidator
+    from scintiflow.checks.suite import CheckOutcome, ChecksValidator
     from scintiflow.inference.engines import Engine, ScoringModel
     from scintiflow.inference.score import PredictionRow, _Prepared
     from scintiflow.storage import ObjectStore
@@ -182,13 +182,7 @@ def process_shard(
 
     started = time.perf_counter()
     with _torch_threads_for(engine.name if engine is not None else "none"):
-        fetched = list(
-            bounded_map(
-                lambda k: _fetch_one(source, k, spec, hash_key, model),
-                keys,
-                workers=max(1, spec.workers),
-            )
-        )
+        fetched = read_shard(source, keys, spec, hash_key=hash_key, model=model)
         t_read = time.perf_counter()
         result = ShardResult(
             index=spec.index,
@@ -209,6 +203,32 @@ def process_shard(
     return result
 
 
+def read_shard(
+    source: ObjectStore,
+    keys: Sequence[str],
+    spec: ShardSpec,
+    *,
+    hash_key: bytes,
+    model: ScoringModel | None = None,
+) -> list[_Fetched]:
+    """Fetch, hash and decode every key once (thread pool, key order kept); its check row."""
+    return list(
+        bounded_map(
+            lambda k: _fetch_one(source, k, spec, hash_key, model),
+            keys,
+            workers=max(1, spec.workers),
+        )
+    )
+
+
+def validate_rows(fetched: Sequence[_Fetched], spec: ShardSpec) -> tuple[Any, CheckOutcome]:
+    """The shard's table and ONE GX validation of its row expectations."""
+    from scintiflow.checks.table import rows_to_table
+
+    table = rows_to_table([f.row for f in fetched])
+    return table, row_validator(spec.thresholds).validate(table, run_name=spec.run_id)
+
+
 def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
     """numpy scalars -> JSON values (the row travels between processes)."""
     from scintiflow.checks.suite import _plain
@@ -226,10 +246,8 @@ def _check_and_quarantine(
     """One GX validation of the shard's rows; rejects copied aside from the bytes in hand."""
     from scintiflow.checks.quarantine import RejectedFile, quarantine
     from scintiflow.checks.reasons import CHECK_VERSION
-    from scintiflow.checks.table import rows_to_table
 
-    table = rows_to_table([f.row for f in fetched])
-    outcome = row_validator(spec.thresholds).validate(table, run_name=spec.run_id)
+    _, outcome = validate_rows(fetched, spec)
     by_key = {f.obj.key: f for f in fetched}
     rejected = [
         RejectedFile(k, by_key[k].obj.sha256, codes, outcome.failing_values.get(k, {}))
