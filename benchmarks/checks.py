@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="table into docs/benchmarks.md")
     args = parser.parse_args()
 
-    from scintiflow.checks.suite import check_keys, list_night, run_checks, validate_table
+    from scintiflow.checks.run import check_keys, list_night, run_checks
+    from scintiflow.checks.suite import validate_table
     from scintiflow.ingest.objects import decode_objects
     from scintiflow.sim import write_night
 

@@ -22,7 +22,7 @@ from prefect.artifacts import (
 )
 
 from scintiflow import CLASSES
-from scintiflow.checks.suite import REASONS
+from scintiflow.checks.reasons import REASONS
 from scintiflow.domain import new_run_id
 from scintiflow.outputs.publish import run_prefix
 from scintiflow.pipeline.night import assert_accounted, drop_night_state, shards

@@ -25,19 +25,14 @@ from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, generate_uid
 from typer.testing import CliRunner
 
+from scintiflow.checks import run as checks_run
 from scintiflow.checks import suite as checks
-from scintiflow.checks.suite import (
-    CHECK_VERSION,
-    REASONS,
-    ChecksInvariantError,
-    ChecksSummary,
-    CheckThresholds,
-    DuplicateTracker,
-    build_checks_table,
-    run_checks,
-    suite_specs,
-    validate_table,
-)
+from scintiflow.checks import table as checks_table
+from scintiflow.checks.reasons import CHECK_VERSION, REASONS
+from scintiflow.checks.run import ChecksSummary, run_checks
+from scintiflow.checks.suite import ChecksInvariantError, suite_specs, validate_table
+from scintiflow.checks.table import DuplicateTracker, build_checks_table
+from scintiflow.checks.thresholds import CheckThresholds
 from scintiflow.cli import app
 from scintiflow.domain import sha256_hex
 from scintiflow.ingest.dicom import DecodeReason
@@ -699,7 +694,7 @@ def test_a_listed_object_that_vanished_is_quarantined_as_missing(tmp_path: Path)
 
 def test_check_keys_reports_a_missing_key(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    table, outcome = checks.check_keys(store, ["exports/x/none.dcm"])
+    table, outcome = checks_run.check_keys(store, ["exports/x/none.dcm"])
     assert outcome.rejected == {"exports/x/none.dcm": ("missing_object",)}
     with pytest.raises(KeyNotFoundError):
         store.get("exports/x/none.dcm")
@@ -723,7 +718,7 @@ def test_every_code_has_a_severity_and_an_explanation() -> None:
 
 def test_table_holds_no_identifiers(night: NightRun) -> None:
     table = night.summary.table
-    assert list(table.columns) == list(checks.TABLE_COLUMNS)
+    assert list(table.columns) == list(checks_table.TABLE_COLUMNS)
     assert not {
         c for c in table.columns if "uid" in c and c != "sop_class_uid" and not c.startswith("has_")
     }

@@ -116,7 +116,7 @@ def test_decoding_page_documents_every_decode_reason_code() -> None:
 def test_checks_page_documents_every_check_reason_code() -> None:
     # The suite's own codes are in docs/checks.md; the decode codes it also rejects on are in
     # docs/decoding.md, which docs/checks.md links to.
-    from scintiflow.checks.suite import REASONS
+    from scintiflow.checks.reasons import REASONS
     from scintiflow.ingest.dicom import DecodeReason
 
     decode = {r.value for r in DecodeReason}

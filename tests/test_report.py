@@ -133,7 +133,7 @@ def _inject_xss_name(store: ObjectStore) -> str:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    from scintiflow.checks.suite import run_checks
+    from scintiflow.checks.run import run_checks
     from scintiflow.inference.engines import load_scoring_model, open_engine
     from scintiflow.inference.score import score_keys
 
@@ -246,7 +246,7 @@ def test_summary_counts_classes_flagged_and_quarantine(run: Run) -> None:
         n = sum(1 for r in rows if r["predicted_label"] == cls)
         assert re.search(rf'<tr data-class="{cls}"><td>{cls}</td><td>{n}</td>', page)
     # quarantine section: each reject code with its file count and plain-language text
-    from scintiflow.checks.suite import REASONS
+    from scintiflow.checks.reasons import REASONS
 
     expected: dict[str, int] = {}
     for codes in checks["quarantined"].values():

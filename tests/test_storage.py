@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,26 @@ def test_list_streams_past_one_page(store: ObjectStore) -> None:
     first = next(it)  # a generator: usable before the listing is complete
     assert first.key == "many/00000"
     assert sum(1 for _ in it) == n - 1
+
+
+def test_get_range_reads_a_slice_and_stops_at_the_end(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 4
+    store.put("r/obj.bin", data)
+    assert store.get_range("r/obj.bin", 0, 16) == data[:16]
+    assert store.get_range("r/obj.bin", 1000, 100) == data[1000:]
+    assert store.get_range("r/obj.bin", 5000, 10) == b""
+    with pytest.raises(KeyNotFoundError):
+        store.get_range("r/missing.bin", 0, 10)
+
+
+def test_listing_fingerprint_changes_with_the_bytes(store: ObjectStore) -> None:
+    store.put("f/a.bin", b"one")
+    first = next(iter(store.list("f/"))).fingerprint
+    assert first
+    assert first == next(iter(store.list("f/"))).fingerprint
+    time.sleep(0.01)  # a folder's fingerprint holds the mtime in ns
+    store.put("f/a.bin", b"two")
+    assert next(iter(store.list("f/"))).fingerprint != first
 
 
 def test_copy(store: ObjectStore) -> None:

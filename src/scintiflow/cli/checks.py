@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from scintiflow.checks.suite import ChecksSummary
+    from scintiflow.checks.run import ChecksSummary
     from scintiflow.storage import ObjectStore
 
 
@@ -22,7 +22,7 @@ def _check_run(
     source: ObjectStore, dest: ObjectStore, console: Console, *, night: date, workers: int = 0
 ) -> ChecksSummary:
     """Run the data checks of one night with a progress bar; `ChecksSummary` back."""
-    from scintiflow.checks.suite import run_checks
+    from scintiflow.checks.run import run_checks
 
     with progress_bar(console) as progress:
         task = progress.add_task("checking", total=None)
@@ -39,7 +39,7 @@ def _check_print(summary: ChecksSummary, console: Console) -> None:
     """The reason-count table and where the data docs, checks.json and quarantine went."""
     from rich.table import Table
 
-    from scintiflow.checks.suite import REASONS, severity
+    from scintiflow.checks.reasons import REASONS, severity
 
     table = Table(title=f"data checks, night {summary.night}: {summary.inputs} files")
     table.add_column("reason code", no_wrap=True)

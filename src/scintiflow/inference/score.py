@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scintiflow.ingest.objects import bounded_map, decode_object
+from scintiflow.storage.layout import PREDICTIONS_CSV, PREDICTIONS_JSONL, heatmap_keys
 
 if TYPE_CHECKING:
     from scintiflow.inference.engines import Engine, ScoringModel
@@ -63,10 +64,7 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "heatmap_key",
     "overlay_key",
 )
-PREDICTIONS_CSV = "predictions.csv"
-PREDICTIONS_JSONL = "predictions.jsonl"
 FAILURES_JSONL = "score_failures.jsonl"
-HEATMAPS_DIR = "heatmaps"
 
 ProgressFn = Callable[[int, int | None], None]
 
@@ -147,14 +145,6 @@ class ScoreSummary:
 def results_prefix(night: str, run_id: str, results: str = "results") -> str:
     """`results/<night>/<run_id>`: where one nightly run's outputs go."""
     return f"{results.strip('/')}/{night}/{run_id}"
-
-
-def heatmap_keys(prefix: str, sha256: str, class_name: str | None = None) -> tuple[str, str]:
-    """(16-bit map key, overlay key) of an input, named by its SHA-256 (and class)."""
-    stem = f"{prefix.strip('/')}/{HEATMAPS_DIR}/{sha256}"
-    if class_name is not None:
-        stem = f"{stem}.{class_name}"
-    return f"{stem}.map.png", f"{stem}.overlay.png"
 
 
 def _prepare_one(

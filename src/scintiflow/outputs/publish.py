@@ -33,12 +33,10 @@ from scintiflow import CLASSES, __version__
 from scintiflow.domain import sha256_hex
 from scintiflow.outputs.ledger import Outcome
 from scintiflow.storage import KeyExistsError, KeyNotFoundError, ObjectStore, StoreError
+from scintiflow.storage.jsonio import jsonl_bytes, read_json_or_none
+from scintiflow.storage.layout import CLAIMS_DIR, LATEST, MANIFEST, QUARANTINED_JSONL
 
 MANIFEST_SCHEMA = "scintiflow.manifest/1"
-MANIFEST = "manifest.json"
-LATEST = "latest.json"
-QUARANTINED_JSONL = "quarantined.jsonl"
-CLAIMS_DIR = "claims"
 
 
 class PublishError(StoreError):
@@ -97,20 +95,8 @@ def input_set_hash(hashes: Mapping[str, str | None]) -> str:
     return sha256_hex(body.encode("utf-8"))
 
 
-def _jsonl(items: Sequence[Mapping[str, Any]]) -> bytes:
-    return "".join(json.dumps(dict(i), sort_keys=True) + "\n" for i in items).encode()
-
-
 def _now() -> str:
     return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
-
-
-def _read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
-    try:
-        doc: dict[str, Any] = json.loads(store.get(key))
-    except KeyNotFoundError:
-        return None
-    return doc
 
 
 def _verify_outputs(
@@ -188,7 +174,7 @@ def publish_run(
         objs = [PredictionRow(**{c: r[c] for c in cols}) for r in ordered]
         written[f"{prefix}/predictions.csv"] = predictions_csv(objs)
         written[f"{prefix}/predictions.jsonl"] = predictions_jsonl(objs)
-        written[f"{prefix}/{QUARANTINED_JSONL}"] = _jsonl(
+        written[f"{prefix}/{QUARANTINED_JSONL}"] = jsonl_bytes(
             [q.to_dict() for q in sorted(quarantined, key=lambda q: q.key)]
         )
     for key, data in written.items():
@@ -276,7 +262,7 @@ def publish_run(
         try:
             store.put(claim_key, json.dumps(claim, sort_keys=True).encode(), if_absent=True)
         except KeyExistsError:
-            holder = _read_json(store, claim_key) or {}
+            holder = read_json_or_none(store, claim_key) or {}
             return PublishResult(prefix, None, None, None, str(holder.get("run_id")), ())
         manifest["claim"] = claim_key
     manifest["timings_s"]["publish"] = round(time.perf_counter() - started, 3)
@@ -299,7 +285,7 @@ def update_latest(
     last-write race, which is harmless: every manifest covers the whole night.
     """
     key = latest_key(night, results_prefix)
-    current = _read_json(store, key)
+    current = read_json_or_none(store, key)
     if current is not None and str(current.get("run_id", "")) > run_id:
         return key
     doc = {"night": night, "run_id": run_id, "manifest": manifest_key, "updated_at": _now()}
@@ -309,7 +295,7 @@ def update_latest(
 
 def read_latest(store: ObjectStore, night: str, results_prefix: str = "results") -> dict[str, Any]:
     """The manifest `latest.json` points at (raises `KeyNotFoundError` when none)."""
-    pointer = _read_json(store, latest_key(night, results_prefix))
+    pointer = read_json_or_none(store, latest_key(night, results_prefix))
     if pointer is None:
         raise KeyNotFoundError(f"no complete run for night {night}")
     doc: dict[str, Any] = json.loads(store.get(str(pointer["manifest"])))

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scintiflow.storage.layout import SC_DIR, sc_key
+
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-SC_DIR = "sc"
 SC_SERIES_NUMBER = 9001  # high, so AI series sort after the acquired ones in a viewer
 SERIES_DESCRIPTION_PREFIX = "AI-GENERATED CAM"
 MANUFACTURER = "scintiflow"
@@ -78,11 +79,6 @@ _SERIES_KEYWORDS: tuple[str, ...] = ("BodyPartExamined", "Laterality")
 PATIENT_MODULE_KEYWORDS: tuple[str, ...] = COPIED_KEYWORDS[
     : COPIED_KEYWORDS.index("StudyInstanceUID")
 ]
-
-
-def sc_key(prefix: str, sha256: str) -> str:
-    """`<prefix>/sc/<sha256>.dcm`: named by the source bytes' hash, never an identifier."""
-    return f"{prefix.strip('/')}/{SC_DIR}/{sha256}.dcm"
 
 
 def sc_uids(run_id: str, study_uid: str, sha256: str) -> tuple[str, str]:

@@ -37,7 +37,8 @@ from scintiflow.domain import sha256_hex
 from scintiflow.storage import StoreError
 
 if TYPE_CHECKING:
-    from scintiflow.checks.suite import ChecksValidator, DuplicateTracker
+    from scintiflow.checks.suite import ChecksValidator
+    from scintiflow.checks.table import DuplicateTracker
     from scintiflow.inference.engines import Engine, ScoringModel
     from scintiflow.outputs.publish import PublishResult, QuarantinedInput
     from scintiflow.settings import Settings
@@ -76,7 +77,7 @@ def store_for(url: str) -> ObjectStore:
 
 def list_inputs(source: ObjectStore, night: str) -> list[str]:
     """The night's export keys, in key order."""
-    from scintiflow.checks.suite import list_night
+    from scintiflow.checks.run import list_night
 
     return list_night(source, night, exports_prefix=_settings().prefixes.exports)
 
@@ -182,7 +183,8 @@ _STATES_LOCK = threading.Lock()
 
 def night_state(run_id: str) -> NightState:
     """The run's state, created on first use (building the GX suite takes a moment)."""
-    from scintiflow.checks.suite import ChecksValidator, DuplicateTracker
+    from scintiflow.checks.suite import ChecksValidator
+    from scintiflow.checks.table import DuplicateTracker
 
     with _STATES_LOCK:
         state = _STATES.get(run_id)
@@ -216,7 +218,8 @@ def check_shard(
 ) -> CheckedShard:
     """Check one batch (decode, table, one GX validation) and quarantine its rejects."""
     from scintiflow.checks.quarantine import RejectedFile, quarantine
-    from scintiflow.checks.suite import CHECK_VERSION, check_keys
+    from scintiflow.checks.reasons import CHECK_VERSION
+    from scintiflow.checks.run import check_keys
 
     state = night_state(run_id)
     with state.lock:  # the validator is not thread-safe; batches of a run check in turn
@@ -260,7 +263,7 @@ def quarantine_failures(
 ) -> dict[str, dict[str, Any]]:
     """Accepted inputs that could not be scored after all (e.g. gone): quarantined too."""
     from scintiflow.checks.quarantine import RejectedFile, quarantine
-    from scintiflow.checks.suite import CHECK_VERSION
+    from scintiflow.checks.reasons import CHECK_VERSION
 
     if not failures:
         return {}
@@ -291,7 +294,8 @@ def write_checks_summary(
     inputs: int,
 ) -> dict[str, str]:
     """Upload the run's data docs and write `checks/checks.json`; returns both keys."""
-    from scintiflow.checks.suite import CHECK_VERSION, REASONS, CheckThresholds, severity
+    from scintiflow.checks.reasons import CHECK_VERSION, REASONS, severity
+    from scintiflow.checks.thresholds import CheckThresholds
     from scintiflow.outputs.publish import run_prefix
 
     base = run_prefix(night, run_id, _settings().prefixes.results) + "/checks/"

@@ -58,10 +58,15 @@ class KeyExistsError(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """One listed object: its key (relative to the store root) and size in bytes."""
+    """One listed object: its key (relative to the store root), size in bytes, fingerprint.
+
+    `fingerprint` says "the same bytes as when listed before" without reading them: S3's
+    ETag with the size, a folder's mtime (ns) with the size. Empty when the store has none.
+    """
 
     key: str
     size: int
+    fingerprint: str = ""
 
 
 def validate_key(key: str) -> str:
@@ -104,6 +109,10 @@ class ObjectStore(Protocol):
 
     def get(self, key: str) -> bytes:
         """The object's bytes; `KeyNotFoundError` when absent."""
+        ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Up to `length` bytes from offset `start` (fewer at the end of the object)."""
         ...
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
@@ -164,12 +173,22 @@ class LocalStore:
                 if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
                     yield from self._walk(Path(entry.path), key, prefix)
             elif key.startswith(prefix) and entry.is_file(follow_symlinks=False):
-                yield ObjectInfo(key=key, size=entry.stat(follow_symlinks=False).st_size)
+                st = entry.stat(follow_symlinks=False)
+                yield ObjectInfo(key, st.st_size, f"mtime:{st.st_mtime_ns}:{st.st_size}")
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
         try:
             return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyNotFoundError(f"no object at {key!r} in {self.url}") from None
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        path = self._path(key)
+        try:
+            with path.open("rb") as fh:
+                fh.seek(max(0, start))
+                return fh.read(max(0, length))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFoundError(f"no object at {key!r} in {self.url}") from None
 
@@ -257,7 +276,9 @@ class S3Store:
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", []):
-                    yield ObjectInfo(key=obj["Key"][cut:], size=int(obj["Size"]))
+                    size = int(obj["Size"])
+                    etag = str(obj.get("ETag", "")).strip('"')
+                    yield ObjectInfo(obj["Key"][cut:], size, f"etag:{etag}:{size}" if etag else "")
         except Exception as exc:  # botocore raises several unrelated types
             if isinstance(exc, StoreError) or not _is_boto_error(exc):
                 raise
@@ -270,6 +291,22 @@ class S3Store:
         except Exception as exc:
             if not _is_boto_error(exc):
                 raise
+            raise self._error(exc, "get", key) from exc
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        first = max(0, start)
+        try:
+            response = self._client.get_object(
+                Bucket=self.bucket, Key=self._full(key), Range=f"bytes={first}-{first + length - 1}"
+            )
+            return bytes(response["Body"].read())
+        except Exception as exc:
+            if not _is_boto_error(exc):
+                raise
+            if _error_code(exc) == "InvalidRange":  # start at or past the end of the object
+                return b""
             raise self._error(exc, "get", key) from exc
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
