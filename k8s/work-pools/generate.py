@@ -54,6 +54,20 @@ POOLS: dict[str, dict[str, Any]] = {
 }
 
 
+# checkov's findings on these Jobs that are deliberate, with the reason (checkov reads
+# `checkov.io/skip<N>` annotations). A deployment that sets `annotations` replaces them.
+CHECKOV_SKIPS = {
+    "checkov.io/skip1": (
+        "CKV_K8S_43=the image is a job variable: releases set it to repo@sha256 "
+        "(docs/kubernetes.md); the default tag only names the repository"
+    ),
+    "checkov.io/skip2": (
+        "CKV_K8S_15=IfNotPresent on purpose: a pinned image never changes, and Always makes "
+        "every flow run depend on the registry"
+    ),
+}
+
+
 def _nullable(kind: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [kind, {"type": "null"}]}
 
@@ -78,6 +92,7 @@ def build(pool: str) -> dict[str, Any]:
     for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
         props[key]["default"] = cfg[key]
     props["env"]["default"] = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+    props["annotations"]["default"] = CHECKOV_SKIPS
     # Not used by prefect-kubernetes >= 0.6 (an observer watches the Job): hide them.
     for key in ("job_watch_timeout_seconds", "pod_watch_timeout_seconds", "stream_output"):
         props.pop(key)
