@@ -108,7 +108,7 @@ def build(pool: str) -> dict[str, Any]:
         **_nullable({"type": "object", "additionalProperties": {"type": "string"}}),
         "default": cfg["node_selector"],
         "title": "Node selector",
-        "description": "Node labels the pod must match (GPU Feature Discovery labels on GPU nodes).",
+        "description": "Node labels the pod must match (GPU Feature Discovery labels, GPU nodes).",
     }
     props["tolerations"] = {
         **_nullable({"type": "array", "items": {"type": "object"}}),

@@ -57,3 +57,9 @@ def rendered_files(
         path.write_text(yaml.safe_dump(for_validation(job), sort_keys=False))
         files.append(path)
     return files
+
+
+@pytest.fixture(scope="session")
+def deployments_by_name() -> dict[str, dict[str, Any]]:
+    """The deployments of prefect.yaml, by name."""
+    return {d["name"]: d for d in deployments()}

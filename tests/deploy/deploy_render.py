@@ -71,8 +71,12 @@ def checkov() -> str:
     return str(path)
 
 
-def run(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+def run(
+    argv: list[str], timeout: float = 300, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, input=input_text, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def kustomize(overlay: str) -> list[dict[str, Any]]:

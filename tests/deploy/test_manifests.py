@@ -81,7 +81,9 @@ def test_the_job_template_configmaps_are_the_work_pool_files(overlays: Rendered)
         cm = _named(overlays["gpu-cluster"], "ConfigMap", f"scintiflow-{pool}-base-job-template")
         # the key the prefect-worker chart reads (worker.config.baseJobTemplate)
         assert set(cm["data"]) == {"baseJobTemplate.json"}
-        assert cm["data"]["baseJobTemplate.json"] == (root / f"k8s/work-pools/{pool}.json").read_text()
+        assert (
+            cm["data"]["baseJobTemplate.json"] == (root / f"k8s/work-pools/{pool}.json").read_text()
+        )
 
 
 def test_the_namespace_enforces_pod_security_restricted(overlays: Rendered) -> None:
@@ -184,7 +186,7 @@ def _looks_secret(name: str, value: str) -> bool:
     """An env entry that carries a credential by value (a valueFrom reference never does)."""
     if re.search(r"SECRET|PASSWORD|TOKEN|API_KEY|ACCESS_KEY|CREDENTIAL|AUTH", name, re.I):
         return True
-    if re.fullmatch(r"AKIA[0-9A-Z]{16}", value) or "://" in value and "@" in value:
+    if re.fullmatch(r"AKIA[0-9A-Z]{16}", value) or ("://" in value and "@" in value):
         return True
     try:
         return len(value) >= 32 and bool(base64.b64decode(value, validate=True))
