@@ -72,10 +72,19 @@ def checkov() -> str:
 
 
 def run(
-    argv: list[str], timeout: float = 300, input_text: str | None = None
+    argv: list[str],
+    timeout: float = 300,
+    input_text: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, input=input_text, capture_output=True, text=True, timeout=timeout, check=False
+        argv,
+        input=input_text,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
