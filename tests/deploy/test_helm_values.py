@@ -98,6 +98,9 @@ def test_each_worker_polls_its_pool_with_its_template(pool: str) -> None:
     configmap = worker["config"]["baseJobTemplate"]["existingConfigMapName"]
     rendered = {d["metadata"]["name"] for d in kustomize("gpu-cluster") if d["kind"] == "ConfigMap"}
     assert configmap in rendered
+    # the observer of prefect-kubernetes watches only our namespace (its Role is namespaced)
+    env = {e["name"]: e["value"] for e in worker["extraEnvVars"]}
+    assert env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"] == "scintiflow"
     # the ServiceAccount and Role are ours (k8s/base/rbac.yaml), not the chart's
     assert values["serviceAccount"] == {"create": False, "name": "scintiflow-worker"}
     assert values["role"]["create"] is False
