@@ -23,7 +23,7 @@ COPY pyproject.toml README.md ./
 COPY src src
 COPY flows flows
 COPY tasks tasks
-RUN pip install -c requirements/constraints.txt ".[k8s]"
+RUN pip install -c requirements/constraints.txt .
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \

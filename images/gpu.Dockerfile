@@ -26,7 +26,7 @@ COPY flows flows
 COPY tasks tasks
 # torch from PyPI (the CUDA 13 build the constraints pin), TensorRT from NVIDIA's index.
 RUN pip install -c requirements/constraints.txt \
-      --extra-index-url https://pypi.nvidia.com ".[k8s,gpu]"
+      --extra-index-url https://pypi.nvidia.com ".[gpu]"
 
 FROM ${CUDA_IMAGE}
 # The shared libraries the official Python build links against (Ubuntu 24.04 names).
