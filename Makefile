@@ -8,6 +8,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONSTRAINTS := requirements/constraints.txt
+# checkov (tests/deploy) lives in its own venv: its pins conflict with the project's.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # Debian packages the tests need: a headless browser for the report, a DICOM validator.
 APT_PACKAGES ?= chromium dicom3tools
 DEMO_OUT ?= ./var
@@ -16,7 +19,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
-.PHONY: help setup apt test lint typecheck pytest demo lock montage report-screenshot clean
+.PHONY: help setup apt checkov test lint typecheck pytest demo lock montage report-screenshot clean
 
 help:
 	@echo "make demo   - set up .venv and run the demo night (results under $(DEMO_OUT))"
@@ -40,6 +43,14 @@ apt:
 
 setup: apt $(STAMP)
 
+$(CHECKOV_STAMP): requirements/checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -r requirements/checkov.txt
+	@touch $@
+
+checkov: $(CHECKOV_STAMP)
+
 lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -48,7 +59,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 # pytest exits 5 when a selection holds no test; that is not a failure of the suite.
-pytest: setup
+pytest: setup checkov
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 
 test: lint typecheck pytest
