@@ -54,7 +54,9 @@ def _prefect_home(prefix: str) -> Path:
 
 def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000, help="studies in the night (all kinds)")
+    parser.add_argument(
+        "--n", type=int, default=None, help="studies in the night (default 1000; --ratio: 400)"
+    )
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
@@ -67,6 +69,8 @@ def _args() -> argparse.Namespace:
 
 def main() -> None:
     args = _args()
+    if args.n is None:
+        args.n = 400 if args.ratio else 1000
     if args.ratio:
         ratio_main(args)
         return

@@ -5,7 +5,7 @@
   once; quarantined objects are fetched once; a re-run of an unchanged night reads no export.
 - Determinism: one shard run twice, and the night split into shards of 7 instead of 256,
   give the same rows, the same heatmap PNG bytes and the same checks.json. Compared: rows
-  with their run-folder keys made relative to the run folder; heatmap, thumbnail and map PNG
+  with their run-folder keys made relative to the run folder; heatmap and map PNG and thumbnail JPEG
   bytes by relative key; checks.json without `run_id`, `docs` and the GX run statistics'
   timestamps (none are stored), with quarantine locations (content-addressed) as they are.
   Not compared: SC objects (their UIDs derive from the run id by design) and data docs pages
@@ -179,7 +179,7 @@ def _outputs(store: LocalStore, res: Any) -> dict[str, Any]:
     pngs = {
         _relative(o.key, prefix): store.get(o.key)
         for o in store.list(prefix + "/")
-        if o.key.endswith(".png")
+        if o.key.endswith((".png", ".jpg"))
     }
     checks = json.loads(store.get(f"{prefix}/checks/checks.json"))
     for volatile in ("run_id", "docs"):

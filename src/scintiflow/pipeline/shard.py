@@ -324,14 +324,14 @@ def _write_thumbnails(
     dest: ObjectStore, item: _Prepared, overlay: bytes, prefix: str
 ) -> list[Written]:
     """The report's pictures: the scan and the overlay, at most `THUMB_SIZE` px."""
-    from scintiflow.outputs.thumbnails import overlay_thumbnail_png, scan_thumbnail_png
+    from scintiflow.outputs.thumbnails import overlay_thumbnail, scan_thumbnail
 
     assert item.pixels is not None
     assert item.sha256 is not None
     scan_key, overlay_key = thumbnail_keys(prefix, item.sha256)
     return [
-        put_bytes(dest, scan_key, scan_thumbnail_png(item.pixels)),
-        put_bytes(dest, overlay_key, overlay_thumbnail_png(overlay)),
+        put_bytes(dest, scan_key, scan_thumbnail(item.pixels)),
+        put_bytes(dest, overlay_key, overlay_thumbnail(overlay)),
     ]
 
 

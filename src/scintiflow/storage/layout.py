@@ -5,7 +5,7 @@
         predictions.csv / predictions.jsonl      the scored rows
         quarantined.jsonl                        the run's quarantined inputs
         heatmaps/<sha256>.map.png / .overlay.png the Grad-CAM outputs of one input
-        thumbs/<sha256>.scan.png / .overlay.png  the report's small pictures (no identifiers)
+        thumbs/<sha256>.scan.jpg / .overlay.jpg  the report's small pictures (no identifiers)
         sc/<sha256>.dcm                          DICOM Secondary Capture of the overlay
         shards/<index>.json                      a shard's result, written when it is done
         checks/checks.json, checks/docs/         the night's checks document and GX data docs
@@ -128,7 +128,7 @@ def heatmap_keys(prefix: str, sha256: str, class_name: str | None = None) -> tup
 def thumbnail_keys(prefix: str, sha256: str) -> tuple[str, str]:
     """(scan thumbnail key, overlay thumbnail key) for the report."""
     stem = f"{prefix.strip('/')}/{THUMBS_DIR}/{_hex(sha256)}"
-    return f"{stem}.scan.png", f"{stem}.overlay.png"
+    return f"{stem}.scan.jpg", f"{stem}.overlay.jpg"
 
 
 def sc_key(prefix: str, sha256: str) -> str:

@@ -4,7 +4,7 @@
 
 Reads, per study, the DICOM header of the original export (ranged reads that stop before
 Pixel Data: `scintiflow.ingest.headers.read_header`) for the identifiers, and the two small
-thumbnails the shard wrote (`thumbs/<sha256>.scan.png` / `.overlay.png`) from the results
+thumbnails the shard wrote (`thumbs/<sha256>.scan.jpg` / `.overlay.jpg`) from the results
 store. No pixel data is fetched or decoded here, and no DICOM object is written: the shard
 writes the Secondary Captures and the page links each row's `sc_key`. Identifiers exist only
 while the page is built and go into `report.html` / `report.pdf`, never into logs or keys.
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 HEADER_FIRST_BYTES = 8192
 """The first ranged read of each export's header: scintigraphy headers are 1-4 KiB."""
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,21 @@ class RenderedReport:
 
 
 def _png_uri(results: ObjectStore, key: str) -> str | None:
-    """A thumbnail PNG as a data URI, or None when missing or not a PNG."""
+    """A thumbnail (JPEG, as the shard writes them, or PNG) as a data URI; None when it is
+    missing or neither."""
     if not key:
         return None
     try:
         data = results.get(key)
     except StoreError:
         return None
-    if not data.startswith(PNG_SIGNATURE):
+    if data.startswith(PNG_SIGNATURE):
+        mime = "image/png"
+    elif data.startswith(JPEG_SIGNATURE):
+        mime = "image/jpeg"
+    else:
         return None
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _gather(source: ObjectStore, results: ObjectStore, study: Study) -> None:
