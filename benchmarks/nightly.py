@@ -174,36 +174,6 @@ def _overhead_table(
     return "\n".join(lines) + "\n"
 
 
-def _champion_224(store: object, image_size: int) -> None:
-    """A random-init ResNet-34 at `image_size` px with a real training reference."""
-    import torch
-
-    from scintiflow import CLASSES
-    from scintiflow.ml.models import create_model, state_dict_bytes
-    from scintiflow.ml.preprocess import PreprocessConfig
-    from scintiflow.ml.registry import apply_gate, promotion_decision, register_version
-    from scintiflow.ml.study import simulate_study_data, training_reference
-
-    torch.manual_seed(0)
-    model = create_model("resnet34").eval()
-    pcfg = PreprocessConfig(image_size=image_size)
-    data = simulate_study_data(0.02, seed=0)
-    version = register_version(
-        store,  # type: ignore[arg-type]
-        "thyroid",
-        arch="resnet34",
-        weights=state_dict_bytes(model),
-        preprocess=pcfg.to_dict(),
-        classes=CLASSES,
-        temperature=1.0,
-        metrics={},
-        card={},
-        lineage={},
-        training_reference=training_reference(data.train, None, pcfg),
-    )
-    apply_gate(store, "thyroid", promotion_decision(0.9, None, candidate_version=version))  # type: ignore[arg-type]
-
-
 def _ort_logits_per_s(root: str, night: date, batch_size: int) -> float:
     """ONNX Runtime fp32 logits-only img/s on the night's images (decode not timed)."""
     import numpy as np
@@ -234,6 +204,7 @@ def ratio_main(args: argparse.Namespace) -> None:
     """The whole flow against the network alone (see the module docstring)."""
     tmp = _prefect_home("scintiflow-bench-ratio-")
     from prefect.testing.utilities import prefect_test_harness
+    from test_flows import register_random_champion
 
     from flows.nightly import nightly
     from scintiflow.sim import write_night
@@ -244,7 +215,7 @@ def ratio_main(args: argparse.Namespace) -> None:
     for n in (16, args.n):
         store = LocalStore(tmp / f"night-{n}")
         write_night(store, night=night, n=n, sites=("A", "B", "C"), seed=1, bad_fraction=0.0)
-        _champion_224(store, args.image_size)
+        register_random_champion(store, arch="resnet34", image_size=args.image_size)
         roots[n] = str(store.root)
     ort = _ort_logits_per_s(roots[args.n], night, args.batch_size)
     wall: dict[int, float] = {}

@@ -61,8 +61,11 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             os.environ[k] = v
 
 
-def register_random_champion(store: ObjectStore, *, promote: bool = True) -> str:
-    """A random-init ShuffleNetV2 at 64 px with a real training reference (no training)."""
+def register_random_champion(
+    store: ObjectStore, *, promote: bool = True, arch: str = "shufflenet_v2", image_size: int = 64
+) -> str:
+    """A random-init model (ShuffleNetV2 at 64 px by default) with a real training reference
+    (no training)."""
     import torch
 
     from scintiflow.ml.models import create_model, state_dict_bytes
@@ -71,13 +74,13 @@ def register_random_champion(store: ObjectStore, *, promote: bool = True) -> str
     from scintiflow.ml.study import simulate_study_data, training_reference
 
     torch.manual_seed(0)
-    model = create_model("shufflenet_v2").eval()
-    pcfg = PreprocessConfig(image_size=64)
+    model = create_model(arch).eval()
+    pcfg = PreprocessConfig(image_size=image_size)
     data = simulate_study_data(0.02, seed=0)
     version = register_version(
         store,
         "thyroid",
-        arch="shufflenet_v2",
+        arch=arch,
         weights=state_dict_bytes(model),
         preprocess=pcfg.to_dict(),
         classes=CLASSES,
