@@ -212,7 +212,7 @@ def _size_stages(
     from scintiflow.inference.engines.ort_engine import OrtEngine, ort_session
     from scintiflow.inference.engines.quantize import quantize_int8
     from scintiflow.inference.engines.torch_engine import gradcam_maps
-    from scintiflow.inference.score import score_keys
+    from scintiflow.inference.streaming import score_keys
     from scintiflow.ml.preprocess import PreprocessConfig, preprocess_batch
     from scintiflow.storage import LocalStore
 

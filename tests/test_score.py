@@ -23,9 +23,8 @@ from scintiflow.inference.score import (
     heatmap_keys,
     read_predictions,
     results_prefix,
-    score_batch,
-    score_keys,
 )
+from scintiflow.inference.streaming import score_batch, score_keys
 from scintiflow.sim import PHI_SENTINELS, write_night
 from scintiflow.storage import LocalStore, ObjectStore
 
@@ -263,7 +262,7 @@ def test_local_and_s3_stores_give_identical_predictions(
 _STREAM_SCRIPT = r"""
 import json, resource, sys
 from scintiflow.inference.engines import load_scoring_model, open_engine
-from scintiflow.inference.score import score_keys
+from scintiflow.inference.streaming import score_keys
 from scintiflow.storage import LocalStore
 
 store = LocalStore(sys.argv[1])

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -298,7 +299,8 @@ def test_versions_without_a_proof_or_proven_elsewhere_score_fp32(trained: _Train
 
 @pytest.mark.slow
 def test_int8_rows_record_the_engine(trained: _Trained, tmp_path: Path) -> None:
-    from scintiflow.inference.score import read_predictions, score_keys
+    from scintiflow.inference.score import read_predictions
+    from scintiflow.inference.streaming import score_keys
     from scintiflow.sim import write_night
 
     proof = read_int8_proof(load_scoring_model(trained.store, "thyroid", trained.version))
@@ -319,8 +321,9 @@ def test_int8_rows_record_the_engine(trained: _Trained, tmp_path: Path) -> None:
 
     int8 = OrtEngine(sm, precision="int8")
     fp32 = OrtEngine(sm)
-    s8 = score_keys(night, keys, int8, sm, night, "results/int8/run", batch_size=8)
-    s32 = score_keys(night, keys, fp32, sm, night, "results/fp32/run", batch_size=8)
+    kw: dict[str, Any] = {"batch_size": 8, "patient_hash_key": b"test-phi-key"}
+    s8 = score_keys(night, keys, int8, sm, night, "results/int8/run", **kw)
+    s32 = score_keys(night, keys, fp32, sm, night, "results/fp32/run", **kw)
     rows8 = read_predictions(night, "results/int8/run")
     rows32 = read_predictions(night, "results/fp32/run")
     assert len(rows8) == len(rows32) == len(s8.rows) == len(s32.rows) > 0

@@ -71,9 +71,8 @@ def _score_run(
         results_prefix,
         write_predictions,
     )
-    from scintiflow.pipeline.merge import MergeSpec, merge_shards
-    from scintiflow.pipeline.night import phi_hash_key, shard_plan
-    from scintiflow.pipeline.shard import ShardSpec, process_shard
+    from scintiflow.pipeline.night import phi_hash_key
+    from scintiflow.pipeline.shard import ShardSpec
     from scintiflow.settings import get_settings
 
     settings = get_settings()
@@ -102,23 +101,7 @@ def _score_run(
         all_class_maps=all_class_maps,
     )
     t0 = time.perf_counter()
-    with progress_bar(console) as progress:
-        task = progress.add_task("scoring", total=len(keys))
-        results = []
-        for i, part in enumerate(shard_plan(keys, SHARD_SIZE)):
-            part_spec = replace(spec, index=i)
-            results.append(
-                process_shard(
-                    source, dest, part, part_spec, hash_key=hash_key, engine=engine, model=sm
-                )
-            )
-            progress.update(task, completed=sum(len(r.keys) for r in results))
-    merged = merge_shards(
-        source,
-        dest,
-        results,
-        MergeSpec(spec.night, run_id, spec.run_prefix, spec.quarantine_prefix),
-    )
+    merged = _shards_and_merge(console, source, dest, keys, spec, engine, sm, hash_key)
     rows = [PredictionRow(**{c: r[c] for c in PREDICTION_COLUMNS}) for r in merged.rows]
     csv_key, jsonl_key, _ = write_predictions(dest, spec.run_prefix, rows)
     seconds = time.perf_counter() - t0
@@ -137,6 +120,36 @@ def _score_run(
     console.print(f"checks:            {dest.url_for(merged.checks['checks'])}")
     if merged.quarantined:
         console.print(f"quarantine:        {dest.url_for(prefixes.quarantine + '/' + spec.night)}")
+
+
+def _shards_and_merge(
+    console: Console,
+    source: Any,
+    dest: Any,
+    keys: Sequence[str],
+    spec: Any,
+    engine: Any,
+    sm: Any,
+    hash_key: bytes,
+) -> Any:
+    """The nightly shards over `keys` (with a progress bar), then the merge."""
+    from scintiflow.pipeline.merge import MergeSpec, merge_shards
+    from scintiflow.pipeline.night import shard_plan
+    from scintiflow.pipeline.shard import process_shard
+
+    results = []
+    with progress_bar(console) as progress:
+        task = progress.add_task("scoring", total=len(keys))
+        for i, part in enumerate(shard_plan(keys, SHARD_SIZE)):
+            part_spec = replace(spec, index=i)
+            results.append(
+                process_shard(
+                    source, dest, part, part_spec, hash_key=hash_key, engine=engine, model=sm
+                )
+            )
+            progress.update(task, completed=sum(len(r.keys) for r in results))
+    merge = MergeSpec(spec.night, spec.run_id, spec.run_prefix, spec.quarantine_prefix)
+    return merge_shards(source, dest, results, merge)
 
 
 def score(
