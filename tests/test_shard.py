@@ -110,17 +110,18 @@ def _night(store: Any, ref: ModelRef, *, shard_size: int = 256, run_id: str = "r
 
 
 def _decode_counter(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
-    """Counts full decodes (calls of the real `decode_dicom`) by the bytes' length."""
-    from scintiflow.ingest import dicom
+    """Counts full decodes (calls of the real `decode_dicom` where objects are read) by the
+    bytes' length."""
+    from scintiflow.ingest import objects
 
     calls: Counter[int] = Counter()
-    real = dicom.decode_dicom
+    real = objects.decode_dicom
 
     def counted(data: bytes, **kw: Any) -> Any:
         calls[len(data)] += 1
         return real(data, **kw)
 
-    monkeypatch.setattr(dicom, "decode_dicom", counted)
+    monkeypatch.setattr(objects, "decode_dicom", counted)
     return calls
 
 

@@ -55,19 +55,16 @@ def check_keys(
 ) -> tuple[pd.DataFrame, CheckOutcome]:
     """Fetch, decode and check keys on the shard's own code path (one GX validation of the
     row expectations); writes nothing. Duplicates are the merge's: not flagged here."""
-    from scintiflow.pipeline.shard import ShardSpec, read_shard, validate_rows
+    from scintiflow.pipeline.shard import read_shard, validate_rows
 
-    spec = ShardSpec(
-        night="1970-01-01",
-        run_id=run_name or "check-keys",
-        run_prefix="unused",
+    fetched = read_shard(
+        store,
+        keys,
+        hash_key=settings.phi_hash_key.get_secret_value().encode(),
         preferred_view=settings.preferred_view,
         workers=workers or settings.decode_workers or 2,
-        thresholds=thresholds or CheckThresholds(),
     )
-    hash_key = settings.phi_hash_key.get_secret_value().encode()
-    fetched = read_shard(store, keys, spec, hash_key=hash_key)
-    table, outcome = validate_rows(fetched, spec)
+    table, outcome = validate_rows(fetched, thresholds or CheckThresholds(), run_name or "check")
     return table, outcome
 
 

@@ -52,6 +52,35 @@ def night_prefix(night: date | str, exports_prefix: str = "exports") -> str:
     return f"{exports_prefix}/{day}/"
 
 
+def read_object(
+    store: ObjectStore,
+    key: str,
+    *,
+    patient_hash_key: bytes,
+    preferred_view: str = "anterior",
+) -> tuple[DecodedObject, bytes | None]:
+    """Fetch, hash and decode one object once: its outcome and its bytes (None when the
+    store could not give them). Storage and decode failures become reason codes.
+
+    `patient_hash_key` keys the Patient ID hash (production: the settings' PHI hash key).
+    """
+    try:
+        data = store.get(key)
+    except StoreError as exc:
+        return DecodedObject(key, 0, None, None, exc.reason, str(exc)), None
+    digest = sha256_hex(data)
+    try:
+        record = decode_dicom(
+            data, preferred_view=preferred_view, patient_hash_key=patient_hash_key
+        )
+    except DecodeError as exc:
+        failed = DecodedObject(
+            key, len(data), digest, None, str(exc.reason), exc.message, header=exc.header
+        )
+        return failed, data
+    return DecodedObject(key, len(data), digest, record), data
+
+
 def decode_object(
     store: ObjectStore,
     key: str,
@@ -59,24 +88,11 @@ def decode_object(
     patient_hash_key: bytes,
     preferred_view: str = "anterior",
 ) -> DecodedObject:
-    """Fetch and decode one object; storage and decode failures become reason codes.
-
-    `patient_hash_key` keys the Patient ID hash (production: the settings' PHI hash key).
-    """
-    try:
-        data = store.get(key)
-    except StoreError as exc:
-        return DecodedObject(key, 0, None, None, exc.reason, str(exc))
-    digest = sha256_hex(data)
-    try:
-        record = decode_dicom(
-            data, preferred_view=preferred_view, patient_hash_key=patient_hash_key
-        )
-    except DecodeError as exc:
-        return DecodedObject(
-            key, len(data), digest, None, str(exc.reason), exc.message, header=exc.header
-        )
-    return DecodedObject(key, len(data), digest, record)
+    """`read_object` without the bytes."""
+    obj, _ = read_object(
+        store, key, patient_hash_key=patient_hash_key, preferred_view=preferred_view
+    )
+    return obj
 
 
 def decode_objects(

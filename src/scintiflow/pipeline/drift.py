@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -236,6 +236,24 @@ def drift_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def rows_drift(
+    reference: Mapping[str, Any],
+    classes: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    hashes: Mapping[str, str | None],
+    stats_of: Callable[[list[str]], list[ImageStats]],
+) -> dict[str, Any]:
+    """Drift of scored rows against the training reference: image statistics of the
+    deterministic sample (`sample_keys`; `stats_of(sample)` supplies them) and the
+    prediction mix of every row."""
+    t = DriftThresholds()
+    sample = sample_keys([str(r["key"]) for r in rows], hashes, t.sample)
+    predicted = [str(r["predicted_label"]) for r in rows]
+    report = compare(reference, night_statistics(stats_of(sample), predicted, classes), t)
+    report["sampled"] = len(sample)
+    return report
+
+
 def drift_of_published(
     source: Any,
     reference: Mapping[str, Any],
@@ -247,19 +265,19 @@ def drift_of_published(
     preferred_view: str,
     patient_hash_key: bytes,
 ) -> dict[str, Any]:
-    """Drift of a published night (`scintiflow drift`): the same sample rule as the flow's
-    merge, with the sampled images decoded again from the exports (the shards' features are
-    not kept after a run)."""
-    t = DriftThresholds()
-    sample = sample_keys([str(r["key"]) for r in rows], hashes, t.sample)
-    stats = decode_stats(
-        source,
-        sample,
-        clip_percentile,
-        preferred_view=preferred_view,
-        patient_hash_key=patient_hash_key,
+    """Drift of a published night (`scintiflow drift`): the flow's sample rule, with the
+    sampled images decoded again from the exports (the shards' features are not kept after
+    a run)."""
+    return rows_drift(
+        reference,
+        classes,
+        rows,
+        hashes,
+        lambda sample: decode_stats(
+            source,
+            sample,
+            clip_percentile,
+            preferred_view=preferred_view,
+            patient_hash_key=patient_hash_key,
+        ),
     )
-    predicted = [str(r["predicted_label"]) for r in rows]
-    report = compare(reference, night_statistics(stats, predicted, classes), t)
-    report["sampled"] = len(sample)
-    return report

@@ -120,8 +120,11 @@ def _validate_night(
 
 
 def _agree(results: Sequence[ShardResult], outcome: Any) -> None:
-    """The night's verdicts equal the shards' except for duplicate codes."""
-    shard_rejects = {k for r in results for k, q in r.quarantined.items() if "stage" not in q}
+    """The night's verdicts equal the shards' except for duplicate codes (the shards' scoring
+    failures passed the checks, so the night's suite accepts them)."""
+    shard_rejects = {
+        k for r in results for k, q in r.quarantined.items() if q.get("stage") != "score"
+    }
     scored = {k for r in results for k in r.scored}
     for key, codes in outcome.rejected.items():
         others = [c for c in codes if c not in DUPLICATE_CODES]
@@ -129,9 +132,7 @@ def _agree(results: Sequence[ShardResult], outcome: Any) -> None:
             raise ChecksInvariantError("a key rejected by the night was neither checked nor scored")
         if others and key in scored:
             raise ChecksInvariantError("the night rejected a scored key for a per-row reason")
-    night_rejects = set(outcome.rejected)
-    scoring_failures = {k for r in results for k, q in r.quarantined.items() if q.get("stage")}
-    if not (shard_rejects - scoring_failures) <= night_rejects:
+    if not shard_rejects <= set(outcome.rejected):
         raise ChecksInvariantError("a shard quarantined a key the night's suite accepts")
 
 
@@ -266,28 +267,19 @@ def night_drift(
 ) -> dict[str, Any]:
     """Drift of the night's scored images (a deterministic sample of the shards' features)
     and of all its predictions, against the training reference."""
-    from scintiflow.pipeline.drift import (
-        DriftThresholds,
-        ImageStats,
-        compare,
-        night_statistics,
-        sample_keys,
-    )
+    from scintiflow.pipeline.drift import ImageStats, rows_drift
 
-    t = DriftThresholds()
     features = {k: f for r in results for k, f in r.drift.items()}
-    scored = [str(r["key"]) for r in rows]
-    sample = sample_keys(scored, hashes, t.sample)
-    stats = [
-        ImageStats(
-            total_counts=float(f["total_counts"]),
-            matrix=str(f["matrix"]),
-            spacing=str(f["spacing"]),
-            histogram=tuple(float(x) for x in f["histogram"]),
-        )
-        for f in (features[k] for k in sample)
-    ]
-    predicted = [str(r["predicted_label"]) for r in rows]
-    report = compare(reference, night_statistics(stats, predicted, classes), t)
-    report["sampled"] = len(sample)
-    return report
+
+    def stats_of(sample: list[str]) -> list[ImageStats]:
+        return [
+            ImageStats(
+                total_counts=float(f["total_counts"]),
+                matrix=str(f["matrix"]),
+                spacing=str(f["spacing"]),
+                histogram=tuple(float(x) for x in f["histogram"]),
+            )
+            for f in (features[k] for k in sample)
+        ]
+
+    return rows_drift(reference, classes, rows, hashes, stats_of)

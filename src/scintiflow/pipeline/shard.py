@@ -28,9 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from scintiflow.checks.table import DuplicateTracker, checks_row
 from scintiflow.checks.thresholds import CheckThresholds
-from scintiflow.domain import sha256_hex
-from scintiflow.ingest.objects import DecodedObject, bounded_map
-from scintiflow.storage import StoreError
+from scintiflow.ingest.objects import DecodedObject, bounded_map, read_object
 from scintiflow.storage.jsonio import Written, put_bytes
 from scintiflow.storage.layout import sc_key, thumbnail_keys
 
@@ -93,10 +91,6 @@ class ShardResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ShardResult:
-        return cls(**data)
-
 
 class _Recorder(DuplicateTracker):
     """Flags nothing (duplicates are the merge's decision); remembers the row's UID hash."""
@@ -133,25 +127,12 @@ def row_validator(thresholds: CheckThresholds) -> ChecksValidator:
 
 
 def _fetch_one(
-    source: ObjectStore, key: str, spec: ShardSpec, hash_key: bytes, model: ScoringModel | None
+    source: ObjectStore, key: str, view: str, hash_key: bytes, model: ScoringModel | None
 ) -> _Fetched:
     """Fetch, hash and decode one object once; its check row and (if decoded) model input."""
-    from scintiflow.ingest.dicom import DecodeError, decode_dicom
-
-    try:
-        data = source.get(key)
-    except StoreError as exc:
-        obj = DecodedObject(key, 0, None, None, exc.reason, str(exc))
-        return _Fetched(obj, None, *_row(obj, hash_key))
-    digest = sha256_hex(data)
-    try:
-        record = decode_dicom(data, preferred_view=spec.preferred_view, patient_hash_key=hash_key)
-    except DecodeError as exc:
-        obj = DecodedObject(key, len(data), digest, None, str(exc.reason), exc.message, exc.header)
-        return _Fetched(obj, data, *_row(obj, hash_key))
-    obj = DecodedObject(key, len(data), digest, record)
+    obj, data = read_object(source, key, patient_hash_key=hash_key, preferred_view=view)
     fetched = _Fetched(obj, data, *_row(obj, hash_key))
-    if model is not None:
+    if model is not None and obj.record is not None:
         from scintiflow.inference.score import prepared
 
         fetched.item = prepared(obj, model)
@@ -182,7 +163,14 @@ def process_shard(
 
     started = time.perf_counter()
     with _torch_threads_for(engine.name if engine is not None else "none"):
-        fetched = read_shard(source, keys, spec, hash_key=hash_key, model=model)
+        fetched = read_shard(
+            source,
+            keys,
+            hash_key=hash_key,
+            preferred_view=spec.preferred_view,
+            workers=spec.workers,
+            model=model,
+        )
         t_read = time.perf_counter()
         result = ShardResult(
             index=spec.index,
@@ -206,27 +194,30 @@ def process_shard(
 def read_shard(
     source: ObjectStore,
     keys: Sequence[str],
-    spec: ShardSpec,
     *,
     hash_key: bytes,
+    preferred_view: str = "anterior",
+    workers: int = 2,
     model: ScoringModel | None = None,
 ) -> list[_Fetched]:
     """Fetch, hash and decode every key once (thread pool, key order kept); its check row."""
     return list(
         bounded_map(
-            lambda k: _fetch_one(source, k, spec, hash_key, model),
+            lambda k: _fetch_one(source, k, preferred_view, hash_key, model),
             keys,
-            workers=max(1, spec.workers),
+            workers=max(1, workers),
         )
     )
 
 
-def validate_rows(fetched: Sequence[_Fetched], spec: ShardSpec) -> tuple[Any, CheckOutcome]:
+def validate_rows(
+    fetched: Sequence[_Fetched], thresholds: CheckThresholds, run_name: str
+) -> tuple[Any, CheckOutcome]:
     """The shard's table and ONE GX validation of its row expectations."""
     from scintiflow.checks.table import rows_to_table
 
     table = rows_to_table([f.row for f in fetched])
-    return table, row_validator(spec.thresholds).validate(table, run_name=spec.run_id)
+    return table, row_validator(thresholds).validate(table, run_name=run_name)
 
 
 def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -247,7 +238,7 @@ def _check_and_quarantine(
     from scintiflow.checks.quarantine import RejectedFile, quarantine
     from scintiflow.checks.reasons import CHECK_VERSION
 
-    _, outcome = validate_rows(fetched, spec)
+    _, outcome = validate_rows(fetched, spec.thresholds, spec.run_id)
     by_key = {f.obj.key: f for f in fetched}
     rejected = [
         RejectedFile(k, by_key[k].obj.sha256, codes, outcome.failing_values.get(k, {}))
@@ -421,4 +412,5 @@ def _quarantine_failures(
             "sha256": x.sha256,
             "codes": [x.reason],
             "location": placed.locations[x.key],
+            "stage": "score",  # accepted by the checks, not scorable after all
         }
