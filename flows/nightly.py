@@ -1,4 +1,4 @@
-"""The nightly flow: list -> ledger -> shards -> merge -> report -> publish -> ledger.
+"""The nightly flow: begin -> list -> ledger -> shards -> merge -> report -> publish -> complete.
 
 Wiring only; every step is a task in `tasks.nightly` around `scintiflow.pipeline.night`, and
 the summaries and artifact tables come from `scintiflow.pipeline.summary`. Parameters (stored
@@ -24,7 +24,7 @@ from prefect.artifacts import (
 from scintiflow.domain import new_run_id
 from scintiflow.pipeline import summary as s
 from scintiflow.pipeline.model import store_for
-from scintiflow.pipeline.night import assert_accounted
+from scintiflow.pipeline.night import account, failed_shard, raise_if_partial
 from tasks import nightly as t
 
 
@@ -56,6 +56,7 @@ def nightly(
     run_id = new_run_id()
 
     ref = t.resolve_model(registry or dest, model_name, model, engine)
+    begun = t.begin_night(source, dest, night, run_id)
     listing = t.list_exports(source, night)
     carried, known = t.ledger_lookup(dest, listing, ref)
     todo = [k for k in listing if k not in carried]
@@ -72,29 +73,36 @@ def nightly(
     )
     results = []
     for spec, keys in t.plan(night, run_id, todo, shard_size, batch_size):
-        results.append(t.process_shard(source, dest, keys, spec, ref))
+        state = t.process_shard(source, dest, keys, spec, ref, return_state=True)
+        if state.is_completed():
+            results.append(state.result())
+        else:  # its inputs end `shard_failed`: the night is partial, the next run retries them
+            logger.error("shard %d failed: %s", spec.index, state.message)
+            results.append(failed_shard(spec, keys))
         update_progress_artifact(progress, 100.0 * sum(len(r.keys) for r in results) / len(todo))
     timings |= s.stage_timings(results)
 
     t0 = time.perf_counter()
     merged = t.merge(source, dest, results, night, run_id, ref) if todo else None
-    if merged is not None:
-        scored = [str(r["key"]) for r in merged.rows]
-        assert_accounted(list(listing), scored, list(merged.quarantined), list(carried))
+    account(listing, merged, carried)
     timings["merge"] = round(time.perf_counter() - t0, 3)
-    draft = t.prepare_publish(dest, night, run_id, merged, carried, known, ref, timings, source)
+    draft = t.prepare_publish(
+        dest, night, run_id, merged, carried, known, ref, timings, source, listing, begun
+    )
     t0 = time.perf_counter()
     report = t.report(dest, source, draft, merged, model_name)
     timings["report"] = round(time.perf_counter() - t0, 3)
     published = t.publish(dest, draft, report, fail_before_manifest)
-    ledgered = t.record_ledger(dest, published, merged, listing, ref)
+    ledgered = t.complete_run(dest, published)
 
     timings["total"] = round(time.perf_counter() - started, 3)
     summary = s.night_summary(night, run_id, ref, published, merged, carried, len(listing))
     summary["ledger_entries_written"] = ledgered
+    summary["completed_earlier_runs"] = list(begun.completed)
     summary["timings_s"] = timings
     _artifacts(summary, dest)
     logger.info(s.summary_line(summary))
+    raise_if_partial(published, summary)
     return summary
 
 

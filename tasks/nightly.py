@@ -22,10 +22,24 @@ from scintiflow.outputs.publish import PublishResult, RunDraft
 from scintiflow.pipeline import night as steps
 from scintiflow.pipeline.merge import NightMerge
 from scintiflow.pipeline.model import ModelRef, store_for
-from scintiflow.pipeline.night import NightConfig, NightReport
+from scintiflow.pipeline.night import NightBegun, NightConfig, NightReport
 from scintiflow.pipeline.shard import ShardResult, ShardSpec
 
+
+def _retryable(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry anything but a permanent storage error (missing folder or bucket, access denied)
+    and the tests' injected crash: those end the run at once."""
+    from scintiflow.outputs.publish import InjectedFaultError
+    from scintiflow.storage import StoreError
+
+    exc = getattr(state, "data", None)
+    if isinstance(exc, InjectedFaultError):
+        return False
+    return not (isinstance(exc, StoreError) and exc.permanent)
+
+
 IO_RETRIES: dict[str, Any] = {
+    "retry_condition_fn": _retryable,
     "retries": 3,
     "retry_delay_seconds": exponential_backoff(backoff_factor=2),
     "retry_jitter_factor": 0.5,
@@ -60,6 +74,13 @@ def resolve_model(registry: str, name: str, selector: str, engine: str) -> Model
     """Version id, architecture and engine that score the night (loads the model once)."""
     models = config().layout.models
     return steps.resolve_model(registry, name, selector, engine, models_prefix=models)
+
+
+@task(name="begin-night", cache_policy=NO_CACHE, **IO_RETRIES)
+def begin_night(source: str, dest: str, night: str, run_id: str) -> NightBegun:
+    """The source exists; earlier runs that stopped after their manifest are completed; this
+    run is registered (before it writes anything else)."""
+    return steps.begin_night(store_for(source), store_for(dest), night, run_id, config())
 
 
 @task(name="list-exports", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -104,8 +125,10 @@ def prepare_publish(
     model: ModelRef,
     timings: dict[str, float],
     source: str,
+    listing: dict[str, str | None],
+    begun: NightBegun,
 ) -> RunDraft:
-    """The run's tables and its manifest draft (accounting checked)."""
+    """The run's tables and its manifest draft (accounting checked, withdrawn inputs listed)."""
     return steps.prepare_publish(
         store_for(dest),
         night,
@@ -117,6 +140,8 @@ def prepare_publish(
         config(),
         timings=timings,
         source_url=source,
+        listing=listing,
+        begun=begun,
     )
 
 
@@ -129,23 +154,18 @@ def report(
     return steps.render_night_report(out, src, draft, merged, model_name=model_name)
 
 
-@task(name="publish", cache_policy=NO_CACHE)
+@task(name="publish", cache_policy=NO_CACHE, **IO_RETRIES)
 def publish(
     dest: str, draft: RunDraft, report: NightReport, fail_before_manifest: bool
 ) -> PublishResult:
-    """Verified by the writers' hashes, then claim + manifest (if_absent), then latest.json."""
+    """Verified by the writers' hashes, then the claim (with a lease) and the manifest
+    (if_absent); safe to retry: a retried claim and manifest are recognised as this run's."""
     return steps.publish_night(
-        store_for(dest), draft, report, fail_before_manifest=fail_before_manifest
+        store_for(dest), draft, report, config(), fail_before_manifest=fail_before_manifest
     )
 
 
-@task(name="record-ledger", cache_policy=NO_CACHE, **IO_RETRIES)
-def record_ledger(
-    dest: str,
-    published: PublishResult,
-    merged: NightMerge | None,
-    listing: dict[str, str | None],
-    model: ModelRef,
-) -> int:
-    """Ledger and listing-index entries for the run's new inputs; only after the manifest."""
-    return steps.record_ledger(store_for(dest), published, merged, listing, model, config())
+@task(name="complete-run", cache_policy=NO_CACHE, **IO_RETRIES)
+def complete_run(dest: str, published: PublishResult) -> int:
+    """`latest.json`, ledger and index entries, all from the manifest (idempotent)."""
+    return steps.complete_night(store_for(dest), published, config())

@@ -544,7 +544,7 @@ def test_corpus_reaches_every_suite_code() -> None:
     suite_rejects = {c for c, (sev, _) in REASONS.items() if sev == "reject"} - {
         r.value for r in DecodeReason
     }
-    storage = {"missing_object", "s3_error", "missing_bucket", "invalid_key", "store_error"}
+    storage = {"invalid_key", "symlink_not_followed", "not_a_regular_file"}  # the store's
     duplicates = set().union(*(codes for _, codes in DUPLICATES.values()))
     assert suite_rejects - storage - duplicates <= reached
     assert {c for c, (sev, _) in REASONS.items() if sev == "warn"} <= reached
@@ -679,28 +679,32 @@ class _VanishingStore(LocalStore):
                 (self.root / info.key).unlink()
 
 
-def test_a_listed_object_that_vanished_is_quarantined_as_missing(tmp_path: Path) -> None:
+def test_a_listed_object_that_vanished_is_not_read_not_quarantined(tmp_path: Path) -> None:
+    """[F8] defect 4: a storage error is not a property of the scan, so nothing is quarantined."""
     key = f"{EXPORTS}gone.dcm"
     store = _VanishingStore(tmp_path, key)
     store.put(key, _good_plain())
     store.put(f"{EXPORTS}kept.dcm", _good_bytes(9))
     summary = run_checks(store, night=NIGHT, run_id="vanish", settings=Settings())
-    assert summary.quarantined == {key: ("missing_object",)}
+    assert summary.quarantined == {}
+    assert summary.not_read == {key: "missing_object"}
     assert summary.accepted == (f"{EXPORTS}kept.dcm",)
-    location = summary.quarantine_locations[key]
-    assert location == f"quarantine/{DAY}/unreadable/{sha256_hex(key.encode())}.reason.json"
-    reason = _read_json(store, location)
-    assert reason["sha256"] is None
-    assert reason["codes"] == ["missing_object"]
+    assert list(store.list(f"quarantine/{DAY}/")) == []
+    doc = _read_json(store, summary.checks_key)
+    assert doc["not_read"] == {key: "missing_object"}
+    assert doc["counts"]["not_read"] == 1
 
 
-def test_check_keys_reports_a_missing_key(tmp_path: Path) -> None:
+def test_check_keys_reports_a_missing_key_as_not_read(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
-    table, outcome = checks_run.check_keys(store, ["exports/x/none.dcm"], settings=Settings())
-    assert outcome.rejected == {"exports/x/none.dcm": ("missing_object",)}
+    table, outcome, not_read = checks_run.check_keys(
+        store, ["exports/x/none.dcm"], settings=Settings()
+    )
+    assert not_read == {"exports/x/none.dcm": "missing_object"}
+    assert outcome.rejected == {}
     with pytest.raises(KeyNotFoundError):
         store.get("exports/x/none.dcm")
-    assert table["decoded"].tolist() == [False]
+    assert len(table) == 0
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,11 +28,11 @@ from scintiflow import CLASSES
 from scintiflow.outputs.publish import (
     InjectedFaultError,
     complete_manifests,
-    latest_key,
     night_rows,
     read_latest,
     verify_manifest,
 )
+from scintiflow.outputs.runs import latest_key
 from scintiflow.sim import PHI_SENTINELS, SENTINEL_PATIENT_ID, write_night
 from scintiflow.storage import LocalStore, ObjectStore
 
@@ -207,8 +207,10 @@ def test_rerun_is_idempotent_and_late_exports_carry_forward(
     after = _snapshot(store)
     new = sorted(set(after) - set(before))
     changed = sorted(k for k in before if before[k] != after[k])
-    assert new == [f"{second['run_prefix']}/manifest.json"]
+    record = f"results/{N}/runs/{second['run_id']}.json"
+    assert new == sorted([f"{second['run_prefix']}/manifest.json", record])  # + its run record
     assert changed == [latest_key(N)]
+    assert json.loads(store.get(record))["state"] == "done"
     assert second["new"] == 0
     assert second["carried_forward"] == first["inputs"]
     m2 = read_latest(store, N)

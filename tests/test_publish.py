@@ -14,12 +14,12 @@ from scintiflow.outputs.publish import (
     PublishError,
     QuarantinedInput,
     complete_manifests,
-    latest_key,
     night_rows,
     publish_run,
     read_latest,
     verify_manifest,
 )
+from scintiflow.outputs.runs import latest_key
 from scintiflow.storage import LocalStore
 
 NIGHT = "2026-11-27"
@@ -150,7 +150,8 @@ def test_carried_forward_rows_are_referenced_not_copied(tmp_path: Path) -> None:
     before = {o.key for o in store.list("")}
     zero = _publish(store, "r2", [], carried=carried)
     after = {o.key for o in store.list("")}
-    assert after - before == {f"results/{NIGHT}/r2/manifest.json"}  # + latest.json rewritten
+    # its run record and manifest; latest.json is rewritten, no table or claim is written
+    assert after - before == {f"results/{NIGHT}/r2/manifest.json", f"results/{NIGHT}/runs/r2.json"}
     m2 = read_latest(store, NIGHT)
     assert zero.manifest_key
     assert m2["counts"]["new"] == 0

@@ -70,6 +70,9 @@ class CountingStore:
     def url_for(self, key: str) -> str:
         return self.inner.url_for(key)
 
+    def check_root(self) -> None:
+        self.inner.check_root()
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:

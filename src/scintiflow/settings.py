@@ -48,6 +48,18 @@ class Settings(BaseSettings):
         default="anterior", description="Which view to take from a multi-view NM object."
     )
     decode_workers: int = Field(default=0, ge=0, description="Decode threads; 0 = CPU count.")
+    read_retries: int = Field(
+        default=2, ge=0, description="Extra reads of an export after a storage error."
+    )
+    read_retry_delay_s: float = Field(
+        default=2.0, ge=0, description="Seconds before the first re-read (doubled each time)."
+    )
+    publish_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds a run's claim on its inputs is kept before another run may take "
+        "it over (docs/reliability.md).",
+    )
     prefixes: Prefixes = Field(default_factory=Prefixes)
 
 

@@ -27,12 +27,17 @@ def checks_document(
     locations: Mapping[str, str],
     thresholds: CheckThresholds,
     docs_key: str | None,
+    not_read: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The document for one night. `codes`: quarantined key -> its codes (the checks' and,
     for inputs that could not be scored after all, the scoring step's); `locations`: where
-    each quarantined key's copy or reason file is."""
+    each quarantined key's copy or reason file is; `not_read`: key -> storage error of the
+    inputs the store did not give (not checked, not quarantined: retried by the next run)."""
+    not_read = dict(not_read or {})
     reason_counts: dict[str, int] = {}
     for k in keys:
+        if k in not_read:
+            continue
         for code in outcome.codes.get(k, ()) if k not in codes else codes[k]:
             reason_counts[code] = reason_counts.get(code, 0) + 1
     accepted = [k for k in outcome.accepted if k not in codes]
@@ -51,7 +56,9 @@ def checks_document(
             "accepted": len(accepted),
             "quarantined": len(codes),
             "warned": sum(1 for k in outcome.warned if k not in codes),
+            "not_read": len(not_read),
         },
+        "not_read": dict(sorted(not_read.items())),
         "reason_counts": dict(sorted(reason_counts.items())),
         "reasons": {
             c: {"severity": severity(c), "explanation": REASONS.get(c, ("", ""))[1]}

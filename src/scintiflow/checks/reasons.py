@@ -21,12 +21,22 @@ NM_IMAGE_STORAGE_RETIRED: Final = "1.2.840.10008.5.1.4.1.1.5"
 # ---------------------------------------------------------------------------------------
 # Reason codes
 
-_STORAGE_REASONS: Final[dict[str, str]] = {
+STORAGE_ERRORS: Final[dict[str, str]] = {
     "missing_object": "The object was listed but had disappeared when it was read.",
     "s3_error": "The object could not be read from S3 (the store kept failing after retries).",
     "missing_bucket": "The bucket holding the object does not exist (any more).",
-    "invalid_key": "The object's key is not a safe relative key, so it was not read.",
+    "read_error": "The object could not be read from its folder (permissions or an I/O error).",
     "store_error": "The object could not be read from the store (unexpected storage error).",
+    "shard_failed": "The shard holding the object failed (a worker or storage failure).",
+}
+"""Why an input was NOT processed for an infrastructure reason. Not quarantine reasons: such
+an input is listed in the manifest as `storage_error` (the night ends `partial`), never
+quarantined or ledgered, and the next run retries it (docs/reliability.md)."""
+
+_STORE_INPUT_REASONS: Final[dict[str, str]] = {
+    "invalid_key": "The object's key is not a safe relative key, so it was not read.",
+    "symlink_not_followed": "The name is a symbolic link; links are never followed.",
+    "not_a_regular_file": "The name is not a regular file (a device, socket or pipe).",
 }
 
 _SUITE_REASONS: Final[dict[str, tuple[Severity, str]]] = {
@@ -85,12 +95,14 @@ _SUITE_REASONS: Final[dict[str, tuple[Severity, str]]] = {
 
 REASONS: Final[dict[str, tuple[Severity, str]]] = {
     **{reason.value: ("reject", REASON_TEXT[reason]) for reason in DecodeReason},
-    **{code: ("reject", text) for code, text in _STORAGE_REASONS.items()},
+    **{code: ("reject", text) for code, text in _STORE_INPUT_REASONS.items()},
     **_SUITE_REASONS,
 }
 """Every reason code the checks can emit: code -> (severity, plain-language explanation).
 
-Decode codes (`scintiflow.ingest.dicom.DecodeReason`) and storage codes are always `reject`.
+Decode codes (`scintiflow.ingest.dicom.DecodeReason`) and the store's input faults (a key that
+cannot be read as a file: `invalid_key`, `symlink_not_followed`, ...) are always `reject`.
+Storage errors are not here: they are `STORAGE_ERRORS`, never a property of the scan.
 """
 
 

@@ -3,8 +3,9 @@
     keys -> decode (thread pool) -> checks table -> GX validation (once per batch)
          -> accepted | quarantined (+ warnings) -> quarantine copies, data docs, checks.json
 
-Every input ends either accepted or quarantined, and `run_checks` asserts it
-(`ChecksInvariantError`). Accepted files are passed on by key, not as images.
+Every input ends accepted, quarantined or not read (a storage error, which is not a property
+of the file and never quarantines it), and `run_checks` asserts it (`ChecksInvariantError`).
+Accepted files are passed on by key, not as images.
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ def check_keys(
     thresholds: CheckThresholds | None = None,
     workers: int = 0,
     run_name: str | None = None,
-) -> tuple[pd.DataFrame, CheckOutcome]:
+) -> tuple[pd.DataFrame, CheckOutcome, dict[str, str]]:
     """Fetch, decode and check keys on the shard's own code path (one GX validation of the
-    row expectations); writes nothing. Duplicates are the merge's: not flagged here."""
+    row expectations); writes nothing. Duplicates are the merge's: not flagged here.
+    Returns (table, outcome, key -> storage error of the keys not read)."""
     from scintiflow.pipeline.shard import read_shard, validate_rows
 
     fetched = read_shard(
@@ -64,8 +66,10 @@ def check_keys(
         preferred_view=settings.preferred_view,
         workers=workers or settings.decode_workers or 2,
     )
-    table, outcome = validate_rows(fetched, thresholds or CheckThresholds(), run_name or "check")
-    return table, outcome
+    read = [f for f in fetched if not f.obj.storage_error]
+    not_read = {f.obj.key: str(f.obj.reason) for f in fetched if f.obj.storage_error}
+    table, outcome = validate_rows(read, thresholds or CheckThresholds(), run_name or "check")
+    return table, outcome, not_read
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,7 @@ class ChecksSummary:
     docs_url: str
     quarantine_url: str
     table: pd.DataFrame = field(repr=False, compare=False)
+    not_read: dict[str, str] = field(default_factory=dict)  # key -> storage error
 
 
 def run_checks(
@@ -162,15 +167,19 @@ def _summary(
     doc = merged.checks_document
     quarantined = {k: tuple(v) for k, v in doc["quarantined"].items()}
     accepted = tuple(doc["accepted"])
+    not_read = dict(doc.get("not_read") or {})
     if (
-        len(accepted) + len(quarantined) != total
+        len(accepted) + len(quarantined) + len(not_read) != total
         or set(accepted) & set(quarantined)
-        or set(accepted) | set(quarantined) != set(keys)
+        or set(not_read) & (set(accepted) | set(quarantined))
+        or set(accepted) | set(quarantined) | set(not_read) != set(keys)
     ):
         raise ChecksInvariantError(
-            f"accepted ({len(accepted)}) + quarantined ({len(quarantined)}) "
-            f"!= inputs ({total}) for night {day}, run {run_id}"
+            f"accepted ({len(accepted)}) + quarantined ({len(quarantined)}) + not read "
+            f"({len(not_read)}) != inputs ({total}) for night {day}, run {run_id}"
         )
+    if not_read:
+        log.warning("checks: night %s run %s: %d inputs not read", day, run_id, len(not_read))
     log.info(
         "checks: night %s run %s: %d accepted, %d quarantined, %d warned",
         day,
@@ -195,4 +204,5 @@ def _summary(
         docs_url=out.url_for(docs_key),
         quarantine_url=out.url_for(quarantine_prefix(day, quarantine_root).rstrip("/")),
         table=rows_to_table(merged.check_rows),
+        not_read=not_read,
     )

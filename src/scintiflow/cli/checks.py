@@ -58,8 +58,14 @@ def _check_print(summary: ChecksSummary, console: Console) -> None:
     console.print(table)
     console.print(
         f"accepted {len(summary.accepted)} (of which {len(summary.warned)} with warnings), "
-        f"quarantined {len(summary.quarantined)}, inputs {summary.inputs}"
+        f"quarantined {len(summary.quarantined)}, not read {len(summary.not_read)}, "
+        f"inputs {summary.inputs}"
     )
+    if summary.not_read:
+        console.print(
+            f"[red]not read:[/red] {len(summary.not_read)} files (storage errors, listed in "
+            "checks.json under not_read; not quarantined: run the check again)"
+        )
     console.print(f"data docs:   {summary.docs_url}")
     console.print(f"checks.json: {summary.checks_url}")
     console.print(f"quarantine:  {summary.quarantine_url}")
@@ -79,7 +85,8 @@ def check(
     """Run the data checks (Great Expectations) on a night and quarantine bad files.
 
     Exits 0 when the run completes, also when files were quarantined (normal operation);
-    non-zero only when the run itself failed.
+    3 when files could not be read (storage errors: not a property of the file); 1 when the
+    run itself failed.
     """
     from scintiflow.checks.suite import ChecksError
     from scintiflow.storage import StoreError
@@ -94,3 +101,5 @@ def check(
         console.print(f"[red]scintiflow check failed:[/red] {exc}")
         raise typer.Exit(code=1) from None
     _check_print(summary, console)
+    if summary.not_read:
+        raise typer.Exit(code=3)

@@ -80,7 +80,8 @@ def _run_prefix(manifest: dict[str, Any]) -> str:
 
 def _print_where(store: ObjectStore, night: str, console: Console) -> None:
     """Where the night's report, predictions, heatmaps, data docs and manifests are."""
-    from scintiflow.outputs.publish import complete_manifests, latest_key, read_latest
+    from scintiflow.outputs.publish import complete_manifests, read_latest
+    from scintiflow.outputs.runs import latest_key
     from scintiflow.settings import get_settings
 
     prefixes = get_settings().prefixes

@@ -18,9 +18,13 @@ if TYPE_CHECKING:
     from scintiflow.storage import ObjectStore
 
 
+# A night published `partial` (inputs not read; the next run retries them): not 0, not 1.
+PARTIAL_EXIT = 3
+
+
 def print_nightly(summary: dict[str, Any], dest: ObjectStore, console: Console) -> None:
     """The run's counts and where its outputs went."""
-    from scintiflow.outputs.publish import latest_key
+    from scintiflow.outputs.runs import latest_key
 
     console.print(
         f"night {summary['night']} run {summary['run_id']}: {summary['inputs']} inputs = "
@@ -46,7 +50,14 @@ def print_nightly(summary: dict[str, Any], dest: ObjectStore, console: Console) 
             "inputs first (concurrent run)"
         )
         return
-    console.print(f"manifest:    {dest.url_for(summary['manifest'])}")
+    console.print(f"manifest:    {dest.url_for(summary['manifest'])} ({summary['status']})")
+    if summary["storage_errors"]:
+        console.print(
+            f"[red]partial:[/red] {summary['storage_errors']} inputs were not read (storage "
+            "errors, listed in the manifest); the next run retries them"
+        )
+    if summary["withdrawn"]:
+        console.print(f"withdrawn:   {summary['withdrawn']} inputs deleted since the last run")
     console.print(f"latest.json: {dest.url_for(latest_key(summary['night']))}")
     if summary["new"]:
         console.print(f"run folder:  {dest.url_for(summary['run_prefix'])}")
@@ -77,9 +88,11 @@ def nightly(
     """Run the nightly flow locally (ephemeral Prefect): ledger, checks, scoring, publish.
 
     Only inputs not yet in the ledger for this model version are processed; the manifest
-    covers the whole night. Exits 1 when the run failed.
+    covers the whole night. Exits 1 when the run failed, 3 when it published a partial night
+    (inputs not read because of storage errors: the next run retries them).
     """
     from flows.nightly import nightly as nightly_flow
+    from scintiflow.pipeline.night import NightPartialError
 
     console = make_console()
     day = parse_night(night).isoformat()
@@ -96,7 +109,13 @@ def nightly(
         return_state=True,
     )
     if not state.is_completed():
-        console.print(f"[red]scintiflow nightly failed:[/red] {state.message}", markup=True)
+        exc = state.result(raise_on_failure=False)
+        if isinstance(exc, NightPartialError) and exc.summary:
+            print_nightly(exc.summary, open_url(dest or source), console)
+            raise typer.Exit(code=PARTIAL_EXIT)
+        from rich.markup import escape
+
+        console.print(f"[red]scintiflow nightly failed:[/red] {escape(state.message or '')}")
         raise typer.Exit(code=1)
     print_nightly(state.result(), open_url(dest or source), console)
 

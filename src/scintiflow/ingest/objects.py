@@ -30,6 +30,11 @@ class DecodedObject:
     enough to have one (modality, matrix, bits, ...), so the data checks can still describe
     it; it is None for successful decodes (the record holds those facts) and for files that
     are not DICOM at all or could not be read.
+
+    `storage_error` is True when the store failed to give the bytes for a reason that is not a
+    property of the object (missing, S3 errors, I/O errors): such an input is retried, listed
+    as `storage_error` and never quarantined. Input faults of the store (a symlink, an invalid
+    key) are ordinary reasons and quarantine the input.
     """
 
     key: str
@@ -39,6 +44,7 @@ class DecodedObject:
     reason: str | None = None
     message: str | None = None
     header: DicomHeader | None = None
+    storage_error: bool = False
 
     @property
     def ok(self) -> bool:
@@ -67,7 +73,10 @@ def read_object(
     try:
         data = store.get(key)
     except StoreError as exc:
-        return DecodedObject(key, 0, None, None, exc.reason, str(exc)), None
+        failed = DecodedObject(
+            key, 0, None, None, exc.reason, str(exc), storage_error=not exc.input_fault
+        )
+        return failed, None
     digest = sha256_hex(data)
     try:
         record = decode_dicom(

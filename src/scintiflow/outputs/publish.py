@@ -2,14 +2,15 @@
 
     draft = prepare_run(store, ...)          # accounting, tables, the manifest's draft
     ...                                      # the report step reads the draft
-    finish_run(store, draft, report_key=..., report_outputs=...)
+    published = finish_run(store, draft, report_key=..., report_outputs=...)  # claim, manifest
+    complete_run(store, published.manifest_key)   # latest.json, ledger, index (outputs.runs)
 
     results/<night>/<run_id>/predictions.csv|jsonl   this run's scored rows
     results/<night>/<run_id>/quarantined.jsonl       this run's quarantined inputs (codes, where)
     results/<night>/<run_id>/heatmaps/, thumbs/, sc/, checks/, report.html/.pdf   earlier steps
-    results/<night>/<run_id>/manifest.json           written LAST, with if_absent
-    results/<night>/claims/<input set sha256>.json   one claim per distinct set of new inputs
-    results/<night>/latest.json                      the newest complete run of the night
+    results/<night>/<run_id>/manifest.json           written with if_absent, after the claim
+    results/<night>/claims/<set>/<gen>.json          one claim per distinct set of new inputs
+    results/<night>/latest.json                      the newest run of the night, its status
 
 Readers trust only manifests: a run folder without `manifest.json` is incomplete and ignored.
 Before the manifest is written the run folder is listed once: every object the steps wrote
@@ -20,9 +21,13 @@ scored or quarantined by earlier runs are carried forward by reference (their ru
 manifest), never copied.
 
 Two runs of the same night that processed the same new inputs race for one claim object
-(`if_absent`): only the winner writes a manifest, so a set of inputs is published exactly
-once and no row appears twice. A run with no new inputs claims nothing and writes only its
-manifest (0 new, everything carried forward) and `latest.json`.
+(`if_absent`, `outputs.runs.claim_inputs`): only the winner writes a manifest, so a set of
+inputs is published exactly once and no row appears twice; a claim whose holder died before
+its manifest is taken over once its lease runs out. A run with no new scored or quarantined
+inputs claims nothing and writes only its manifest (everything carried forward).
+
+Inputs the store did not give (`storage_errors`) are listed as `storage_error` with their
+code, never quarantined or ledgered; such a manifest has `status: partial`.
 """
 
 from __future__ import annotations
@@ -38,11 +43,10 @@ from typing import Any
 from scintiflow import CLASSES, __version__
 from scintiflow.domain import sha256_hex
 from scintiflow.outputs.ledger import Outcome
+from scintiflow.outputs.runs import claim_inputs, latest_key, still_holds
 from scintiflow.storage import KeyExistsError, KeyNotFoundError, ObjectStore, StoreError
 from scintiflow.storage.jsonio import jsonl_bytes, put_bytes, read_json_or_none
 from scintiflow.storage.layout import (
-    CLAIMS_DIR,
-    LATEST,
     MANIFEST,
     PREDICTIONS_CSV,
     PREDICTIONS_JSONL,
@@ -90,16 +94,17 @@ class PublishResult:
     manifest: dict[str, Any] | None
     superseded_by: str | None  # the run id holding the claim, when this run lost it
     new_objects: tuple[str, ...]  # objects of the run folder (before the manifest)
+    holder_manifest: str | None = None  # the holder's manifest, when this run lost the claim
+
+    @property
+    def status(self) -> str | None:
+        """`complete` | `partial` of the manifest written (None when superseded)."""
+        return None if self.manifest is None else str(self.manifest.get("status", "complete"))
 
 
 def run_prefix(night: str, run_id: str, results_prefix: str = "results") -> str:
     """`results/<night>/<run_id>`."""
     return f"{results_prefix.strip('/')}/{night}/{run_id}"
-
-
-def latest_key(night: str, results_prefix: str = "results") -> str:
-    """`results/<night>/latest.json`."""
-    return f"{results_prefix.strip('/')}/{night}/{LATEST}"
 
 
 def input_set_hash(hashes: Mapping[str, str | None]) -> str:
@@ -166,20 +171,23 @@ def _check_accounting(
     quarantined: Sequence[QuarantinedInput],
     carried: Mapping[str, Outcome],
     hashes: Mapping[str, str | None],
+    storage_errors: Mapping[str, str],
 ) -> None:
     scored = {str(r["key"]) for r in rows}
     quar = {q.key for q in quarantined}
+    unread = set(storage_errors)
     own = scored | quar
     if (
         len(scored) != len(rows)
         or scored & quar
-        or own & set(carried)
+        or (own | unread) & set(carried)
+        or unread & own
         or own | set(carried) != set(hashes)
     ):
         raise PublishError(
             f"accounting does not hold for night {night} run {run_id}: "
             f"{len(rows)} scored + {len(quarantined)} quarantined + {len(carried)} carried "
-            f"!= {len(hashes)} inputs"
+            f"+ {len(unread)} not read != {len(hashes) + len(unread)} inputs"
         )
 
 
@@ -215,12 +223,26 @@ def _inputs(
     quarantined: Sequence[QuarantinedInput],
     carried: Mapping[str, Outcome],
     hashes: Mapping[str, str | None],
+    storage_errors: Mapping[str, str],
+    fingerprints: Mapping[str, str | None],
 ) -> list[dict[str, Any]]:
-    """The manifest's `inputs`: every input of the night, with where its result lives."""
+    """The manifest's `inputs`: every input of the night, with where its result lives (this
+    run's own inputs also carry their listing fingerprint, for the ledger's index)."""
     scored = {str(r["key"]): r for r in rows}
     quar = {q.key: q for q in quarantined}
     inputs = []
-    for key in sorted(hashes):
+    for key in sorted({*hashes, *storage_errors}):
+        if key in storage_errors:
+            inputs.append(
+                {
+                    "key": key,
+                    "sha256": None,
+                    "status": "storage_error",
+                    "run_id": run_id,
+                    "reason": storage_errors[key],
+                }
+            )
+            continue
         if key in scored:
             entry = {"status": "scored", "run_id": run_id, "label": scored[key]["predicted_label"]}
         elif key in quar:
@@ -232,6 +254,8 @@ def _inputs(
                 entry["label"] = o.label
             else:
                 entry["codes"] = list(o.codes)
+        if key in scored or key in quar:
+            entry["fingerprint"] = fingerprints.get(key)
         inputs.append({"key": key, "sha256": hashes[key], **entry})
     return inputs
 
@@ -262,6 +286,10 @@ def prepare_run(
     drift: Mapping[str, Any] | None = None,
     checks: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    storage_errors: Mapping[str, str] | None = None,
+    fingerprints: Mapping[str, str | None] | None = None,
+    withdrawn: Sequence[Mapping[str, Any]] = (),
+    runs_without_manifest: Sequence[Mapping[str, Any]] = (),
 ) -> RunDraft:
     """Check the accounting, write the run's tables and draft its manifest.
 
@@ -270,22 +298,28 @@ def prepare_run(
     SHA-256 for EVERY input of the night (scored + quarantined + carried must equal it, else
     `PublishError`); `outputs`: key -> {sha256, size} of the objects the earlier steps wrote
     into the run folder (their writers' hashes); `superseded`: outputs not covered (the
-    duplicates' outputs).
+    duplicates' outputs); `storage_errors`: key -> code of the inputs not read (the manifest
+    is then `partial`); `fingerprints`: key -> listing fingerprint; `withdrawn`: inputs of the
+    previous manifest no longer listed; `runs_without_manifest`: earlier runs of the night
+    that stopped before publishing (their folders are explained here).
     """
     started = time.perf_counter()
-    _check_accounting(night, run_id, rows, quarantined, carried, hashes)
+    unread = dict(storage_errors or {})
+    _check_accounting(night, run_id, rows, quarantined, carried, hashes, unread)
     prefix = run_prefix(night, run_id, results_prefix)
     own = {str(r["key"]) for r in rows} | {q.key for q in quarantined}
     expected = {k: dict(v) for k, v in (outputs or {}).items()}
     if own:
         expected.update(_write_tables(store, prefix, rows, quarantined))
-    inputs = _inputs(run_id, rows, quarantined, carried, hashes)
+    inputs = _inputs(run_id, rows, quarantined, carried, hashes, unread, fingerprints or {})
     class_counts = Counter(i["label"] for i in inputs if i["status"] == "scored")
     reason_counts = Counter(c for i in inputs if i["status"] == "quarantined" for c in i["codes"])
     set_hash = input_set_hash({k: hashes[k] for k in sorted(own)}) if own else None
+    status = "partial" if unread else "complete"
     manifest: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,
-        "complete": True,
+        "status": status,
+        "complete": status == "complete",
         "night": night,
         "run_id": run_id,
         "created_at": _now(),
@@ -294,7 +328,9 @@ def prepare_run(
         "engine": engine,
         "new_input_set": set_hash,
         "counts": {
-            "inputs": len(hashes),
+            "inputs": len(hashes) + len(unread),
+            "storage_errors": len(unread),
+            "withdrawn": len(withdrawn),
             "scored": sum(i["status"] == "scored" for i in inputs),
             "quarantined": sum(i["status"] == "quarantined" for i in inputs),
             "new": len(own),
@@ -306,6 +342,9 @@ def prepare_run(
         "class_counts": {c: class_counts.get(c, 0) for c in CLASSES},
         "reason_counts": dict(sorted(reason_counts.items())),
         "inputs": inputs,
+        "storage_errors": dict(sorted(unread.items())),
+        "withdrawn": [dict(w) for w in withdrawn],
+        "runs_without_manifest": [dict(r) for r in runs_without_manifest],
         "carried_forward": _carried_refs(carried),
         "predictions": (
             {"csv": f"{prefix}/{PREDICTIONS_CSV}", "jsonl": f"{prefix}/{PREDICTIONS_JSONL}"}
@@ -331,11 +370,15 @@ def finish_run(
     report_key: str | None = None,
     report_outputs: Mapping[str, Mapping[str, Any]] | None = None,
     fail_before_manifest: bool = False,
+    lease_s: float = 120.0,
 ) -> PublishResult:
-    """Verify by listing, then claim (if_absent), manifest (if_absent), `latest.json`.
+    """Verify by listing, claim the new input set, write the manifest (if_absent).
 
-    `report_outputs`: key -> {sha256, size} of what the report step wrote. `fail_before_manifest`
-    raises `InjectedFaultError` after verification, before the claim (crash injection).
+    `latest.json` and the ledger come after, in `outputs.runs.complete_run`: every one of
+    those writes can be redone from the manifest. `report_outputs`: key -> {sha256, size} of
+    what the report step wrote. `lease_s`: how long the claim stays this run's before another
+    run may take it over. `fail_before_manifest` raises `InjectedFaultError` after
+    verification, before the claim (crash injection).
     """
     manifest = dict(draft.manifest)
     expected = {**draft.expected, **{k: dict(v) for k, v in (report_outputs or {}).items()}}
@@ -347,27 +390,43 @@ def finish_run(
     if fail_before_manifest:
         raise InjectedFaultError(f"injected fault before the manifest of run {draft.run_id}")
     night, run_id, prefix = draft.night, draft.run_id, draft.prefix
+    manifest_key = f"{prefix}/{MANIFEST}"
+    lkey = latest_key(night, draft.results_prefix)
     if own:
-        base = f"{draft.results_prefix.strip('/')}/{night}/{CLAIMS_DIR}"
-        claim_key = f"{base}/{manifest['new_input_set']}.json"
-        claim = {"run_id": run_id, "manifest": f"{prefix}/{MANIFEST}", "claimed_at": _now()}
-        try:
-            store.put(claim_key, json.dumps(claim, sort_keys=True).encode(), if_absent=True)
-        except KeyExistsError:
-            holder = read_json_or_none(store, claim_key) or {}
-            return PublishResult(prefix, None, None, None, str(holder.get("run_id")), ())
-        manifest["claim"] = claim_key
+        won = claim_inputs(
+            store,
+            night,
+            str(manifest["new_input_set"]),
+            run_id,
+            lease_s=lease_s,
+            results_prefix=draft.results_prefix,
+        )
+        if (
+            not won.won
+            or won.claim is None
+            or not still_holds(store, won.claim, night, draft.results_prefix)
+        ):
+            holder = won.holder
+            return PublishResult(
+                prefix,
+                None,
+                None,
+                None,
+                None if holder is None else holder.run_id,
+                (),
+                None if holder is None else holder.manifest,
+            )
+        manifest["claim"] = won.claim.key
+        manifest["took_over_from"] = won.claim.took_over_from
     manifest["timings_s"] = {
         **manifest["timings_s"],
         "publish": round(time.perf_counter() - draft.started, 3),
     }
-    manifest_key = f"{prefix}/{MANIFEST}"
-    store.put(
-        manifest_key,
-        (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(),
-        if_absent=True,
-    )
-    lkey = update_latest(store, night, run_id, manifest_key, draft.results_prefix)
+    body = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    try:
+        store.put(manifest_key, body, if_absent=True)
+    except KeyExistsError:  # a retried publish of this run: the manifest it wrote stands
+        manifest = json.loads(store.get(manifest_key))
     return PublishResult(prefix, manifest_key, lkey, manifest, None, tuple(manifest["outputs"]))
 
 
@@ -375,28 +434,21 @@ def publish_run(
     store: ObjectStore,
     *,
     fail_before_manifest: bool = False,
+    lease_s: float = 120.0,
+    state_prefix: str = "state",
     **kwargs: Any,
 ) -> PublishResult:
-    """`prepare_run` then `finish_run` (a run without a report step: tests, tools)."""
+    """`prepare_run`, `finish_run`, then `complete_run` (a run without a report step: tests,
+    tools). A run that lost the claim completes the holder's run instead."""
+    from scintiflow.outputs.runs import complete_run, register_run
+
+    register_run(store, kwargs["night"], kwargs["run_id"], kwargs.get("results_prefix", "results"))
     draft = prepare_run(store, **kwargs)
-    return finish_run(store, draft, fail_before_manifest=fail_before_manifest)
-
-
-def update_latest(
-    store: ObjectStore, night: str, run_id: str, manifest_key: str, results_prefix: str = "results"
-) -> str:
-    """Point `latest.json` at this run unless a newer complete run is already there.
-
-    Run ids sort by time, so "newer" is a string comparison; a concurrent writer may win the
-    last-write race, which is harmless: every manifest covers the whole night.
-    """
-    key = latest_key(night, results_prefix)
-    current = read_json_or_none(store, key)
-    if current is not None and str(current.get("run_id", "")) > run_id:
-        return key
-    doc = {"night": night, "run_id": run_id, "manifest": manifest_key, "updated_at": _now()}
-    store.put(key, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
-    return key
+    published = finish_run(store, draft, fail_before_manifest=fail_before_manifest, lease_s=lease_s)
+    done = published.manifest_key or published.holder_manifest
+    if done is not None and store.exists(done):
+        complete_run(store, done, state_prefix=state_prefix, results_prefix=draft.results_prefix)
+    return published
 
 
 def read_latest(store: ObjectStore, night: str, results_prefix: str = "results") -> dict[str, Any]:

@@ -55,7 +55,8 @@ class NightMerge:
     location} for every input of the run that ends quarantined; `hashes`: key -> content
     hash (None: unreadable); `outputs`: key -> {sha256, size} of every object the run folder
     holds for the manifest (shards' outputs in use, data docs, checks.json); `superseded`:
-    outputs of duplicates; `checks`: where checks.json and the data docs are.
+    outputs of duplicates; `checks`: where checks.json and the data docs are;
+    `storage_errors`: key -> storage error code of the inputs not read (retried next run).
     """
 
     keys: list[str]
@@ -70,6 +71,7 @@ class NightMerge:
     checks_document: dict[str, Any]
     drift: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    storage_errors: dict[str, str] = field(default_factory=dict)
 
 
 def mark_duplicates(
@@ -156,6 +158,7 @@ def merge_shards(
         raise ChecksInvariantError("a key was processed by more than one shard")
     table_rows = sorted((dict(row) for r in ordered for row in r.check_rows), key=_key)
     tokens = {k: t for r in ordered for k, t in r.sop_tokens.items()}
+    not_read = {k: e for r in ordered for k, e in r.storage_errors.items()}
     dup_of = mark_duplicates(table_rows, tokens)
     outcome, docs = _validate_night(dest, table_rows, spec)
     _agree(ordered, outcome)
@@ -178,7 +181,7 @@ def merge_shards(
         outputs.pop(key, None)
     outputs.update({w.key: {"sha256": w.sha256, "size": w.size} for w in docs})
     kept = [rows[k] for k in sorted(rows)]
-    doc, checks_written = _write_checks(dest, keys, outcome, quarantined, spec)
+    doc, checks_written = _write_checks(dest, keys, outcome, quarantined, spec, not_read)
     outputs[checks_written.key] = {"sha256": checks_written.sha256, "size": checks_written.size}
     warned = {k: v for r in ordered for k, v in r.warned.items() if k in rows}
     merged = NightMerge(
@@ -192,6 +195,7 @@ def merge_shards(
         superseded=superseded,
         checks={"checks": checks_written.key, "docs": f"{spec.run_prefix}/{CHECKS_DOCS}"},
         checks_document=doc,
+        storage_errors=dict(sorted(not_read.items())),
     )
     if reference is not None and kept:
         merged.drift = night_drift(ordered, kept, hashes, reference, spec.classes)
@@ -242,6 +246,7 @@ def _write_checks(
     outcome: Any,
     quarantined: Mapping[str, Mapping[str, Any]],
     spec: MergeSpec,
+    not_read: Mapping[str, str],
 ) -> tuple[dict[str, Any], Written]:
     from scintiflow.checks.document import checks_document
 
@@ -254,6 +259,7 @@ def _write_checks(
         locations={k: str(q["location"]) for k, q in quarantined.items()},
         thresholds=spec.thresholds,
         docs_key=f"{spec.run_prefix}/{CHECKS_DOCS}",
+        not_read=not_read,
     )
     return doc, put_json(dest, f"{spec.run_prefix}/{CHECKS_JSON}", doc)
 

@@ -1,13 +1,15 @@
 """The nightly job's steps, without Prefect: what `tasks/` wrap and `flows/` wire.
 
+    begun = begin_night(source, dest, night, run_id, cfg)  # source exists; finish crashed runs
     listing = list_inputs(source, night, cfg)              # key -> listing fingerprint
     carried, known = carried_forward(dest, listing, ref, cfg)  # unchanged + done: not fetched
     results = [run_shard(source, dest, keys, spec, ref, hash_key) for spec, keys in shards]
     merged = merge_night(source, dest, results, cfg, night, run_id, ref)
     draft = prepare_publish(dest, merged, carried, known, ref, ...)   # tables + manifest draft
     report = render_night_report(dest, source, draft, merged)          # its own step
-    published = publish_night(dest, draft, report)                     # manifest last
-    record_ledger(dest, published, merged, listing, ref)               # only after the manifest
+    published = publish_night(dest, draft, report, cfg)                # claim, manifest
+    complete_night(dest, published, cfg)        # latest.json, ledger, index: from the manifest
+    raise_if_partial(published)                 # storage errors: the operator is alerted
 
 Every step takes stores, small records and the shards' results (no pixels), so each is one
 Prefect task; `run_night` runs the same steps in a plain loop (the reference the flow is
@@ -17,6 +19,7 @@ measured against, and what the tests compare it with). Settings are read once at
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,9 +38,21 @@ if TYPE_CHECKING:
     from scintiflow.settings import Settings
     from scintiflow.storage import ObjectStore
 
+log = logging.getLogger(__name__)
+
 
 class NightInvariantError(AssertionError):
     """scored + quarantined + carried != inputs for a night (a bug, never normal operation)."""
+
+
+class NightPartialError(RuntimeError):
+    """The night was published `partial`: some inputs were not read (storage errors, a failed
+    shard). They are listed in the manifest and retried by the next run. `summary`: the
+    flow's summary, for the caller that reports it."""
+
+    def __init__(self, message: str, summary: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = dict(summary or {})
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,9 @@ class NightConfig:
     preferred_view: str = "anterior"
     workers: int = 2
     thresholds: CheckThresholds = field(default_factory=CheckThresholds)
+    read_retries: int = 2
+    retry_delay_s: float = 2.0
+    lease_s: float = 120.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NightConfig:
@@ -57,6 +75,9 @@ class NightConfig:
             layout=Layout.from_prefixes(settings.prefixes),
             preferred_view=settings.preferred_view,
             workers=settings.decode_workers or min(8, os.cpu_count() or 1),
+            read_retries=settings.read_retries,
+            retry_delay_s=settings.read_retry_delay_s,
+            lease_s=settings.publish_lease_s,
         )
 
 
@@ -66,12 +87,70 @@ def phi_hash_key(settings: Settings) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------
-# List and ledger
+# Begin, list and ledger
+
+
+@dataclass(frozen=True)
+class NightBegun:
+    """What `begin_night` found: earlier runs it completed, runs without a manifest."""
+
+    completed: tuple[str, ...]
+    runs_without_manifest: tuple[dict[str, Any], ...]
+
+
+def begin_night(
+    source: ObjectStore, dest: ObjectStore, night: str, run_id: str, cfg: NightConfig
+) -> NightBegun:
+    """Before anything of the run is written: the source must exist (a missing folder or bucket
+    is an error, not an empty night); earlier runs of the night that stopped after their
+    manifest are completed; then this run is registered."""
+    from scintiflow.outputs.runs import complete_unfinished, register_run
+
+    source.check_root()
+    found = complete_unfinished(
+        dest, night, state_prefix=cfg.layout.state, results_prefix=cfg.layout.results
+    )
+    register_run(dest, night, run_id, cfg.layout.results)
+    return NightBegun(found.completed, found.without_manifest)
 
 
 def list_inputs(source: ObjectStore, night: str, cfg: NightConfig) -> dict[str, str | None]:
-    """The night's export keys (key order) -> listing fingerprint (ETag or mtime, with size)."""
-    return {info.key: info.fingerprint for info in source.list(cfg.layout.exports_night(night))}
+    """The night's export keys (key order) -> listing fingerprint (ETag or mtime, with size).
+    An empty night is not an error (it is published complete with 0 inputs), but it is logged."""
+    prefix = cfg.layout.exports_night(night)
+    listing: dict[str, str | None] = {info.key: info.fingerprint for info in source.list(prefix)}
+    if not listing:
+        log.warning("night %s: no exports under %s", night, prefix)
+    return listing
+
+
+def withdrawn_inputs(
+    dest: ObjectStore, night: str, listing: Mapping[str, str | None], cfg: NightConfig
+) -> list[dict[str, Any]]:
+    """Inputs of the night's latest manifest that are no longer listed (deleted since), with
+    that run's reference; earlier withdrawals still absent are kept."""
+    from scintiflow.outputs.publish import read_latest
+    from scintiflow.storage import KeyNotFoundError
+
+    try:
+        latest = read_latest(dest, night, cfg.layout.results)
+    except KeyNotFoundError:
+        return []
+    out = {
+        str(i["key"]): {
+            "key": i["key"],
+            "sha256": i.get("sha256"),
+            "status": i["status"],
+            "run_id": i.get("run_id"),
+            "seen_in": latest["run_id"],
+        }
+        for i in latest.get("inputs") or []
+        if i["key"] not in listing and i["status"] in ("scored", "quarantined")
+    }
+    for w in latest.get("withdrawn") or []:
+        if w["key"] not in listing:
+            out.setdefault(str(w["key"]), dict(w))
+    return [out[k] for k in sorted(out)]
 
 
 def carried_forward(
@@ -105,9 +184,23 @@ def shard_specs(
             batch_size=batch_size,
             workers=cfg.workers,
             thresholds=cfg.thresholds,
+            read_retries=cfg.read_retries,
+            retry_delay_s=cfg.retry_delay_s,
         )
         for i in range(count)
     ]
+
+
+def failed_shard(spec: ShardSpec, keys: Sequence[str]) -> ShardResult:
+    """The result of a shard that failed as a whole: its keys were not processed
+    (`shard_failed`), so the night ends partial and the next run retries them."""
+    return ShardResult(
+        index=spec.index,
+        keys=list(keys),
+        check_rows=[],
+        sop_tokens={},
+        storage_errors=dict.fromkeys(keys, "shard_failed"),
+    )
 
 
 def run_shard(
@@ -153,14 +246,33 @@ def assert_accounted(
     scored: Sequence[str],
     quarantined: Sequence[str],
     carried: Sequence[str],
+    not_read: Sequence[str] = (),
 ) -> None:
-    """The flow's invariant: every input ends scored or quarantined (ledger skips included)."""
-    s, q, c = set(scored), set(quarantined), set(carried)
-    if len(s) + len(q) + len(c) != len(inputs) or (s | q | c) != set(inputs) or s & q:
+    """The flow's invariant: every input ends scored, quarantined, carried forward or listed
+    as not read (a storage error), exactly once."""
+    s, q, c, u = set(scored), set(quarantined), set(carried), set(not_read)
+    parts = (s, q, c, u)
+    if sum(map(len, parts)) != len(inputs) or set().union(*parts) != set(inputs):
         raise NightInvariantError(
             f"scored ({len(s)}) + quarantined ({len(q)}) + carried forward ({len(c)}) "
-            f"!= inputs ({len(inputs)})"
+            f"+ not read ({len(u)}) != inputs ({len(inputs)})"
         )
+
+
+def account(
+    listing: Mapping[str, Any], merged: NightMerge | None, carried: Mapping[str, Any]
+) -> None:
+    """`assert_accounted` for a merged night."""
+    if merged is None:
+        assert_accounted(list(listing), [], [], list(carried))
+        return
+    assert_accounted(
+        list(listing),
+        [str(r["key"]) for r in merged.rows],
+        list(merged.quarantined),
+        list(carried),
+        list(merged.storage_errors),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,8 +291,11 @@ def prepare_publish(
     *,
     timings: Mapping[str, float],
     source_url: str | None = None,
+    listing: Mapping[str, str | None] | None = None,
+    begun: NightBegun | None = None,
 ) -> RunDraft:
-    """Write the run's tables and draft its manifest (accounting checked first)."""
+    """Write the run's tables and draft its manifest (accounting checked first). `listing`:
+    the night's listing (fingerprints for the ledger index; withdrawn inputs)."""
     from scintiflow.outputs.publish import QuarantinedInput, prepare_run
 
     quarantined: dict[str, dict[str, Any]] = {} if merged is None else merged.quarantined
@@ -204,6 +319,10 @@ def prepare_publish(
         drift=None if merged is None else merged.drift,
         checks=None if merged is None else merged.checks,
         extra={"source_url": source_url} if source_url else None,
+        storage_errors=None if merged is None else merged.storage_errors,
+        fingerprints=dict(listing or {}),
+        withdrawn=[] if listing is None else withdrawn_inputs(dest, night, listing, cfg),
+        runs_without_manifest=[] if begun is None else list(begun.runs_without_manifest),
     )
 
 
@@ -252,10 +371,11 @@ def publish_night(
     dest: ObjectStore,
     draft: RunDraft,
     report: NightReport,
+    cfg: NightConfig,
     *,
     fail_before_manifest: bool = False,
 ) -> PublishResult:
-    """Verify what the steps wrote (by their hashes, one listing), claim, manifest, latest."""
+    """Verify what the steps wrote (by their hashes, one listing), claim, manifest."""
     from scintiflow.outputs.publish import finish_run
 
     return finish_run(
@@ -264,47 +384,42 @@ def publish_night(
         report_key=report.html_key,
         report_outputs=report.outputs,
         fail_before_manifest=fail_before_manifest,
+        lease_s=cfg.lease_s,
     )
 
 
-def record_ledger(
-    dest: ObjectStore,
-    published: PublishResult,
-    merged: NightMerge | None,
-    listing: Mapping[str, str | None],
-    ref: ModelRef,
-    cfg: NightConfig,
-) -> int:
-    """Ledger entries and listing-index entries for the run's new inputs (after its manifest)."""
-    from scintiflow.outputs.ledger import Outcome, record, record_index
+def complete_night(dest: ObjectStore, published: PublishResult, cfg: NightConfig) -> int:
+    """`latest.json`, ledger and index entries, from the manifest alone; a run that lost the
+    claim completes the holder's run (it may have died after its manifest). Returns the
+    number of inputs ledgered."""
+    from scintiflow.outputs.runs import complete_run, ledger_items
 
-    if published.manifest_key is None or merged is None or published.manifest is None:
+    key = published.manifest_key or published.holder_manifest
+    if key is None or not dest.exists(key):
         return 0
-    night, run_id, mkey = (
-        published.manifest["night"],
-        published.manifest["run_id"],
-        published.manifest_key,
+    manifest = complete_run(
+        dest, key, state_prefix=cfg.layout.state, results_prefix=cfg.layout.results
     )
-    items = [
-        (
-            str(r["key"]),
-            str(r["sha256"]),
-            Outcome("scored", night, run_id, mkey, (), str(r["predicted_label"])),
+    return len(ledger_items(manifest, key)) if published.manifest_key else 0
+
+
+def raise_if_partial(published: PublishResult, summary: Mapping[str, Any] | None = None) -> None:
+    """Raise `NightPartialError` when the manifest written is `partial`."""
+    if published.manifest is not None and published.status == "partial":
+        errors = published.manifest.get("storage_errors") or {}
+        codes = ", ".join(f"{c} x{n}" for c, n in sorted(_count(errors.values()).items()))
+        raise NightPartialError(
+            f"night {published.manifest['night']} run {published.manifest['run_id']} is "
+            f"partial: {len(errors)} inputs not read ({codes}); the next run retries them",
+            summary,
         )
-        for r in merged.rows
-    ]
-    items += [
-        (k, str(q["sha256"]), Outcome("quarantined", night, run_id, mkey, tuple(q["codes"])))
-        for k, q in merged.quarantined.items()
-        if q.get("sha256")
-    ]
-    written = record(dest, items, ref.version, state_prefix=cfg.layout.state)
-    record_index(
-        dest,
-        [(k, listing.get(k), sha) for k, sha, _ in items],
-        state_prefix=cfg.layout.state,
-    )
-    return len(written)
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,19 +483,23 @@ def night_loop(
 
     started = time.perf_counter()
     run_id = run_id or new_run_id()
+    begun = begin_night(source, dest, night, run_id, cfg)
     listing = list_inputs(source, night, cfg)
     carried, known = carried_forward(dest, listing, ref, cfg)
     todo = [k for k in listing if k not in carried]
     plan = shard_plan(todo, shard_size)
     specs = shard_specs(cfg, night, run_id, len(plan), batch_size)
-    results = [
-        run_shard(source, dest, keys, spec, ref, hash_key)
-        for spec, keys in zip(specs, plan, strict=True)
-    ]
+    results = []
+    for spec, keys in zip(specs, plan, strict=True):
+        try:
+            results.append(run_shard(source, dest, keys, spec, ref, hash_key))
+        except Exception as exc:  # the shard's keys are retried by the next run
+            log.error(
+                "shard %d failed (%s): its inputs end shard_failed", spec.index, type(exc).__name__
+            )
+            results.append(failed_shard(spec, keys))
     merged = merge_night(source, dest, results, cfg, night, run_id, ref) if todo else None
-    if merged is not None:
-        scored = [str(r["key"]) for r in merged.rows]
-        assert_accounted(list(listing), scored, list(merged.quarantined), list(carried))
+    account(listing, merged, carried)
     timings = {"before_publish": round(time.perf_counter() - started, 3)}
     draft = prepare_publish(
         dest,
@@ -393,8 +512,10 @@ def night_loop(
         cfg,
         timings=timings,
         source_url=source_url,
+        listing=listing,
+        begun=begun,
     )
     report = render_night_report(dest, source, draft, merged, model_name=ref.name, browser=browser)
-    published = publish_night(dest, draft, report)
-    record_ledger(dest, published, merged, listing, ref, cfg)
+    published = publish_night(dest, draft, report, cfg)
+    complete_night(dest, published, cfg)
     return published

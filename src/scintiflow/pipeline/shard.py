@@ -59,6 +59,8 @@ class ShardSpec:
     thresholds: CheckThresholds = field(default_factory=CheckThresholds)
     secondary_capture: bool = True
     all_class_maps: bool = False  # a map per class, not only the predicted one
+    read_retries: int = 2  # extra reads of an object after a storage error
+    retry_delay_s: float = 2.0  # before the first retry; doubled for each next one
 
 
 @dataclass
@@ -70,7 +72,9 @@ class ShardResult:
     the merge's duplicate rule; `rows`: prediction rows of the scored keys; `quarantined`:
     key -> {sha256, codes, location}; `warned`: accepted key -> warn codes; `drift`: key ->
     drift features of a scored image; `outputs`: key -> {sha256, size} of everything written
-    (heatmaps, thumbnails, SC, quarantine copies) so publish verifies without reading back.
+    (heatmaps, thumbnails, SC, quarantine copies) so publish verifies without reading back;
+    `storage_errors`: key -> storage error code of the inputs the store did not give after
+    the retries (no check row, not quarantined: the night ends partial, the next run retries).
     """
 
     index: int
@@ -83,6 +87,7 @@ class ShardResult:
     drift: dict[str, dict[str, Any]] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    storage_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def scored(self) -> list[str]:
@@ -127,10 +132,27 @@ def row_validator(thresholds: CheckThresholds) -> ChecksValidator:
 
 
 def _fetch_one(
-    source: ObjectStore, key: str, view: str, hash_key: bytes, model: ScoringModel | None
+    source: ObjectStore,
+    key: str,
+    view: str,
+    hash_key: bytes,
+    model: ScoringModel | None,
+    retries: tuple[int, float] = (0, 0.0),
 ) -> _Fetched:
-    """Fetch, hash and decode one object once; its check row and (if decoded) model input."""
+    """Fetch, hash and decode one object once; its check row and (if decoded) model input.
+
+    A storage error (not an input fault) is retried `retries[0]` times with a growing delay
+    from `retries[1]` seconds; if it persists the object is returned with `storage_error`."""
+    count, delay = retries
     obj, data = read_object(source, key, patient_hash_key=hash_key, preferred_view=view)
+    for attempt in range(count):
+        if not obj.storage_error:
+            break
+        time.sleep(delay * 2**attempt)
+        obj, data = read_object(source, key, patient_hash_key=hash_key, preferred_view=view)
+    if obj.storage_error:
+        log.warning("an input was not read after %d retries (%s)", count, obj.reason)
+        return _Fetched(obj, None, {}, None)
     fetched = _Fetched(obj, data, *_row(obj, hash_key))
     if model is not None and obj.record is not None:
         from scintiflow.inference.score import prepared
@@ -163,20 +185,25 @@ def process_shard(
 
     started = time.perf_counter()
     with _torch_threads_for(engine.name if engine is not None else "none"):
-        fetched = read_shard(
+        everything = read_shard(
             source,
             keys,
             hash_key=hash_key,
             preferred_view=spec.preferred_view,
             workers=spec.workers,
             model=model,
+            retries=(spec.read_retries, spec.retry_delay_s),
         )
         t_read = time.perf_counter()
+        fetched = [f for f in everything if not f.obj.storage_error]
         result = ShardResult(
             index=spec.index,
             keys=list(keys),
             check_rows=[_plain_row(f.row) for f in fetched],
             sop_tokens={f.obj.key: f.sop_token for f in fetched},
+            storage_errors={
+                f.obj.key: str(f.obj.reason) for f in everything if f.obj.storage_error
+            },
         )
         accepted = _check_and_quarantine(source, dest, fetched, spec, result)
         t_check = time.perf_counter()
@@ -199,11 +226,14 @@ def read_shard(
     preferred_view: str = "anterior",
     workers: int = 2,
     model: ScoringModel | None = None,
+    retries: tuple[int, float] = (0, 0.0),
 ) -> list[_Fetched]:
-    """Fetch, hash and decode every key once (thread pool, key order kept); its check row."""
+    """Fetch, hash and decode every key once (thread pool, key order kept); its check row.
+
+    `retries`: (count, first delay in s) for storage errors."""
     return list(
         bounded_map(
-            lambda k: _fetch_one(source, k, preferred_view, hash_key, model),
+            lambda k: _fetch_one(source, k, preferred_view, hash_key, model, retries),
             keys,
             workers=max(1, workers),
         )
@@ -235,6 +265,8 @@ def _check_and_quarantine(
     result: ShardResult,
 ) -> list[_Fetched]:
     """One GX validation of the shard's rows; rejects copied aside from the bytes in hand."""
+    if not fetched:  # every key of the shard hit a storage error
+        return []
     from scintiflow.checks.quarantine import RejectedFile, quarantine
     from scintiflow.checks.reasons import CHECK_VERSION
 

@@ -67,6 +67,9 @@ def night_summary(
         "model_note": ref.note,
         "engine": ref.engine,
         "manifest": published.manifest_key,
+        "status": published.status,
+        "storage_errors": counts.get("storage_errors", 0),
+        "withdrawn": counts.get("withdrawn", 0),
         "superseded_by": published.superseded_by,
         "class_counts": manifest.get("class_counts")
         or dict(Counter(r["predicted_label"] for r in rows)),
@@ -110,11 +113,14 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
         f"| scored | {summary['scored']} ({summary['scored_new']} new) |",
         f"| quarantined | {summary['quarantined']} ({summary['quarantined_new']} new) |",
         f"| carried forward (ledger) | {summary['carried_forward']} |",
+        f"| not read (storage errors, retried next run) | {summary['storage_errors']} |",
+        f"| withdrawn since the last run | {summary['withdrawn']} |",
         f"| flagged low-confidence (new) | {summary['low_confidence_new']} |",
         f"| model version | `{summary['model_version']}` |",
         f"| engine | {summary['engine']} |",
         f"| drift | {drift_text.strip()} |",
         f"| manifest | {manifest_text} |",
+        f"| status | {summary['status'] or '-'} |",
         "",
         "Wall time per stage (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()),
     ]
@@ -126,8 +132,9 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
 def summary_line(summary: Mapping[str, Any]) -> str:
     """The flow's last log line."""
     manifest = summary["manifest"] or f"not written (superseded by {summary['superseded_by']})"
+    unread = f" + {summary['storage_errors']} not read" if summary["storage_errors"] else ""
     return (
         f"night {summary['night']} run {summary['run_id']}: {summary['inputs']} inputs = "
-        f"{summary['scored']} scored + {summary['quarantined']} quarantined "
-        f"({summary['new']} new); manifest {manifest}"
+        f"{summary['scored']} scored + {summary['quarantined']} quarantined{unread} "
+        f"({summary['new']} new); manifest {manifest} ({summary['status'] or 'none'})"
     )

@@ -41,6 +41,7 @@ THUMBS_DIR = "thumbs"
 SC_DIR = "sc"
 SHARDS_DIR = "shards"
 CLAIMS_DIR = "claims"
+RUNS_DIR = "runs"
 REASON_SUFFIX = ".reason.json"
 
 
@@ -54,6 +55,12 @@ def _hex(sha256: str) -> str:
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise ValueError("object names are lowercase hex SHA-256 digests")
     return sha256
+
+
+def _run_segment(run_id: str) -> str:
+    if not run_id or "/" in run_id or run_id in (CLAIMS_DIR, RUNS_DIR):
+        raise ValueError("a run id is one path segment, not a reserved name")
+    return run_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +88,7 @@ class Layout:
         return f"{self.results}/{_night(night)}"
 
     def run_prefix(self, night: date | str, run_id: str) -> str:
-        if not run_id or "/" in run_id:
-            raise ValueError("a run id is one path segment")
-        return f"{self.night_results(night)}/{run_id}"
+        return f"{self.night_results(night)}/{_run_segment(run_id)}"
 
     def run_file(self, night: date | str, run_id: str, name: str) -> str:
         return f"{self.run_prefix(night, run_id)}/{name}"
@@ -91,11 +96,20 @@ class Layout:
     def latest(self, night: date | str) -> str:
         return f"{self.night_results(night)}/{LATEST}"
 
-    def claim(self, night: date | str, input_set: str) -> str:
-        return f"{self.night_results(night)}/{CLAIMS_DIR}/{_hex(input_set)}.json"
-
     def claims_prefix(self, night: date | str) -> str:
         return f"{self.night_results(night)}/{CLAIMS_DIR}/"
+
+    def claim_generation(self, night: date | str, input_set: str, generation: int) -> str:
+        """`claims/<input set>/<generation>.json`: a stale claim is taken over by writing the
+        next generation (`if_absent`), so exactly one run wins each takeover."""
+        return f"{self.night_results(night)}/{CLAIMS_DIR}/{_hex(input_set)}/{generation:04d}.json"
+
+    def runs_prefix(self, night: date | str) -> str:
+        """`results/<night>/runs/`: the run registry (one record per run that started)."""
+        return f"{self.night_results(night)}/{RUNS_DIR}/"
+
+    def run_record(self, night: date | str, run_id: str) -> str:
+        return f"{self.runs_prefix(night)}{_run_segment(run_id)}.json"
 
     # quarantine
     def quarantine_night(self, night: date | str) -> str:

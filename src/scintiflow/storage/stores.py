@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,17 +29,38 @@ class StoreError(Exception):
     """A storage operation failed; `reason` is a stable code for reports and quarantine."""
 
     reason = "store_error"
+    # True when the failure is a property of the object itself (a key that cannot exist, a
+    # symlink, a device file): the input is quarantined. False (the default): storage is at
+    # fault (missing, S3 errors, I/O errors), the input is retried and never quarantined.
+    input_fault = False
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         if reason is not None:
             self.reason = reason
 
+    @property
+    def permanent(self) -> bool:
+        """Whether retrying cannot help (a missing folder or bucket, access denied)."""
+        return self.reason in PERMANENT_REASONS
+
+
+# Storage errors no retry can cure: the run ends with a clear error, publishing nothing.
+PERMANENT_REASONS = frozenset({"missing_source", "missing_bucket", "access_denied"})
+
 
 class InvalidKeyError(StoreError, ValueError):
     """The key is empty, absolute, contains `..`/NUL, or would otherwise escape the root."""
 
     reason = "invalid_key"
+    input_fault = True
+
+
+class NotARegularFileError(StoreError):
+    """A listed name in a folder store is a symlink (never followed) or a special file."""
+
+    reason = "not_a_regular_file"
+    input_fault = True
 
 
 class KeyNotFoundError(StoreError, KeyError):
@@ -131,6 +153,11 @@ class ObjectStore(Protocol):
         """A URL a person or tool can open (`file://...` or `s3://...`)."""
         ...
 
+    def check_root(self) -> None:
+        """Raise `StoreError` (`missing_source` / `missing_bucket`) when the folder or bucket
+        itself does not exist: an error before anything is written, not an empty night."""
+        ...
+
 
 class LocalStore:
     """A folder used as a bucket. Writes go to a temp file in the same folder, then rename."""
@@ -172,25 +199,55 @@ class LocalStore:
             if sort_name.endswith("/"):
                 if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
                     yield from self._walk(Path(entry.path), key, prefix)
-            elif key.startswith(prefix) and entry.is_file(follow_symlinks=False):
+            elif key.startswith(prefix):
+                # Symlinks and special files are listed (every name is accounted for) but
+                # never read: `get` refuses them with a reason code of their own.
                 st = entry.stat(follow_symlinks=False)
-                yield ObjectInfo(key, st.st_size, f"mtime:{st.st_mtime_ns}:{st.st_size}")
+                kind = "mtime" if entry.is_file(follow_symlinks=False) else "special"
+                yield ObjectInfo(key, st.st_size, f"{kind}:{st.st_mtime_ns}:{st.st_size}")
+
+    def _regular(self, key: str) -> Path:
+        """The path of a regular file under the root (symlinks refused, never followed)."""
+        raw = self.root.joinpath(*validate_key(key).split("/"))
+        try:
+            st = raw.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyNotFoundError(f"no object at {key!r} in {self.url}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot stat {key!r}: {exc.strerror}", reason="read_error") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise NotARegularFileError(
+                f"{key!r} is a symbolic link (not followed)", reason="symlink_not_followed"
+            )
+        if stat.S_ISDIR(st.st_mode):
+            raise KeyNotFoundError(f"no object at {key!r} in {self.url} (a folder)")
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFileError(f"{key!r} is not a regular file")
+        return self._path(key)
+
+    def check_root(self) -> None:
+        if not self.root.is_dir():
+            raise StoreError(f"the folder {self.url} does not exist", reason="missing_source")
 
     def get(self, key: str) -> bytes:
-        path = self._path(key)
+        path = self._regular(key)
         try:
             return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFoundError(f"no object at {key!r} in {self.url}") from None
+        except OSError as exc:  # permissions, I/O errors: storage, not the scan
+            raise StoreError(f"cannot read {key!r}: {exc.strerror}", reason="read_error") from None
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        path = self._path(key)
+        path = self._regular(key)
         try:
             with path.open("rb") as fh:
                 fh.seek(max(0, start))
                 return fh.read(max(0, length))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFoundError(f"no object at {key!r} in {self.url}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {key!r}: {exc.strerror}", reason="read_error") from None
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         path = self._path(key)
@@ -264,6 +321,10 @@ class S3Store:
             return KeyExistsError(f"object {key!r} already exists in {self.url}")
         if code == "NoSuchBucket":
             return StoreError(f"bucket {self.bucket!r} does not exist", reason="missing_bucket")
+        if code in ("AccessDenied", "403", "Forbidden"):
+            return StoreError(
+                f"S3 {action} of {key!r} denied in {self.url}", reason="access_denied"
+            )
         return StoreError(
             f"S3 {action} of {key!r} failed ({code or type(exc).__name__})", reason="s3_error"
         )
@@ -363,6 +424,18 @@ class S3Store:
 
     def url_for(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._full(key)}"
+
+    def check_root(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            if not _is_boto_error(exc):
+                raise
+            if _error_code(exc) in ("NoSuchBucket", "404", "NotFound"):
+                raise StoreError(
+                    f"bucket {self.bucket!r} does not exist", reason="missing_bucket"
+                ) from exc
+            raise self._error(exc, "head-bucket", self.prefix or "-") from exc
 
 
 def _make_s3_client(endpoint_url: str | None, region: str, max_attempts: int) -> Any:
