@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     )
     s3_region: str = Field(default="us-east-1", description="Region for the S3 client.")
     s3_max_attempts: int = Field(default=5, ge=1, description="boto3 standard-mode retries.")
+    s3_read_timeout_s: float = Field(
+        default=60.0, gt=0, description="Seconds an S3 response may stall before it is retried."
+    )
     phi_hash_key: SecretStr = Field(
         default=SecretStr("scintiflow-default-phi-key"),
         description="HMAC key for one-way patient/UID hashes. Set a secret one in production.",

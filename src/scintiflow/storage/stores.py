@@ -295,6 +295,7 @@ class S3Store:
         endpoint_url: str | None = None,
         region: str = "us-east-1",
         max_attempts: int = 5,
+        read_timeout_s: float = 60.0,
         client: Any = None,
     ) -> None:
         if not bucket:
@@ -304,7 +305,7 @@ class S3Store:
         if self.prefix:
             validate_key(self.prefix)
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self._client = client or _make_s3_client(endpoint_url, region, max_attempts)
+        self._client = client or _make_s3_client(endpoint_url, region, max_attempts, read_timeout_s)
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
@@ -438,12 +439,16 @@ class S3Store:
             raise self._error(exc, "head-bucket", self.prefix or "-") from exc
 
 
-def _make_s3_client(endpoint_url: str | None, region: str, max_attempts: int) -> Any:
+def _make_s3_client(
+    endpoint_url: str | None, region: str, max_attempts: int, read_timeout_s: float = 60.0
+) -> Any:
     import boto3
     from botocore.config import Config
 
     config = Config(
         region_name=region,
+        read_timeout=read_timeout_s,
+        connect_timeout=min(10.0, read_timeout_s),
         retries={"mode": "standard", "max_attempts": max_attempts},
         s3={"addressing_style": "path" if endpoint_url else "auto"},
         request_checksum_calculation="when_supported",
@@ -485,6 +490,7 @@ def open_store(
             endpoint_url=settings.s3_endpoint_url,
             region=settings.s3_region,
             max_attempts=settings.s3_max_attempts,
+            read_timeout_s=settings.s3_read_timeout_s,
         )
     if parsed.scheme == "file":
         return LocalStore(unquote(parsed.path))
