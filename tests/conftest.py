@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3 API (moto's threaded server on 127.0.0.1) and stores over it."""
+"""Shared fixtures: a real S3 API (moto's threaded server on 127.0.0.1) and stores over it;
+one ephemeral Prefect API per test session."""
 
 from __future__ import annotations
 
@@ -44,3 +45,22 @@ def s3_settings(s3_endpoint: str):  # type: ignore[no-untyped-def]
     from scintiflow.settings import Settings
 
     return Settings(s3_endpoint_url=s3_endpoint, s3_max_attempts=2)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One ephemeral Prefect API for the session, with its home in a temp folder."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    saved = {k: os.environ.get(k) for k in ("PREFECT_HOME",)}
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
