@@ -1,18 +1,20 @@
 """PHI audit, end to end: sentinel identifiers go in, and come out only where intended.
 
-On each store (a folder, and S3 through moto's server), the CLI's `retrain` and `nightly`
-verbs run the real flows under a private Prefect API (`prefect_test_harness`, every result
-persisted), on exports written with fixed sentinel identifiers (`--phi-sentinel` data:
-patient name, ID, accession, birth date, address; the training labels' patient IDs are
-built from the sentinel ID too). Then everything the runs left is scanned:
+On each store (a folder, and S3 through moto's server), `scintiflow simulate --phi-sentinel`
+writes a labelled training night and tonight's exports (broken files included) carrying
+fixed sentinel identifiers (patient name, ID, accession, birth date, address; the training
+labels' patient IDs are built from the sentinel ID too), then the CLI's `retrain` and
+`nightly` verbs run the real flows against the session's Prefect API (`prefect_api`, with
+every result persisted for the test). Then everything the runs left is scanned:
 
 - every object key in the store, and every object body except the inputs (`exports/`, the
   test's `labels/`, the quarantine's copies of rejected exports) and the clinician
   deliverables that name the patient by design (the run's `report.html` / `report.pdf` and
   the DICOM Secondary Captures under `sc/`);
 - every log record captured in the process (caplog at DEBUG), and the CLI's output;
-- through the Prefect API: every flow run and task run (parameters, state, and each
-  state's message in its history), every artifact, every log;
+- through the Prefect API: the test's flow runs and their task runs (parameters, state, and
+  each state's message in its history), their artifacts, and every log written since the
+  test started;
 - every persisted result file.
 
 No sentinel may appear anywhere (case-insensitive; the birth date also as an ISO date). The
@@ -26,7 +28,7 @@ import csv
 import io
 import logging
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scintiflow.cli import app
-from scintiflow.sim import PHI_SENTINELS, SENTINEL_BIRTH_DATE, SENTINEL_PATIENT_ID, write_night
+from scintiflow.sim import PHI_SENTINELS, SENTINEL_BIRTH_DATE, SENTINEL_PATIENT_ID
 from scintiflow.storage import ObjectStore, open_store
 
 pytestmark = pytest.mark.slow  # two real retrain + nightly runs
@@ -50,33 +52,38 @@ NEEDLES = tuple(
     )
 )
 PAGE = 200  # the API's page size
+TRAIN_SIM = [  # the smallest labelled set the retrain's patient-disjoint splits accept
+    *("--n", "24", "--sites", "A,B", "--seed", "1", "--difficulty", "0", "--phi-sentinel"),
+]
+TONIGHT_SIM = [
+    *("--n", "8", "--sites", "A", "--seed", "12", "--bad-fraction", "0.2", "--phi-sentinel"),
+]
 SMALL_FIT = [
     *("--archs", "shufflenet_v2", "--folds", "0", "--epochs", "1", "--image-size", "64"),
     *("--batch-size", "8", "--floor", "0.0", "--device", "cpu"),
 ]  # the smallest retrain: one fit, no CV
 
 
-@pytest.fixture(scope="module")
-def prefect_results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private Prefect API for this module, persisting every result under a temp folder
-    (yielded), so that persisted results can be scanned too."""
+@pytest.fixture(scope="module", autouse=True)
+def _prefect_logging_configured() -> None:
+    """Prefect configures logging (dictConfig: the root logger's handlers are replaced) when
+    `prefect.main` is first imported; do it before the test, where it would drop caplog's
+    handler."""
+    import_module("prefect.main")
+
+
+@pytest.fixture
+def prefect_results(prefect_api: None, tmp_path: Path) -> Iterator[Path]:
+    """Every task and flow result persisted, under a folder of this test (yielded)."""
     from prefect.settings import (
         PREFECT_LOCAL_STORAGE_PATH,
         PREFECT_RESULTS_PERSIST_BY_DEFAULT,
         temporary_settings,
     )
-    from prefect.testing.utilities import prefect_test_harness
 
-    # Prefect configures logging (dictConfig: the root logger's handlers replaced) when
-    # `prefect.main` is first imported; do it now, not inside a test, where it would drop
-    # caplog's handler.
-    import_module("prefect.main")
-    results = tmp_path_factory.mktemp("prefect-results")
-    with (
-        prefect_test_harness(server_startup_timeout=90),
-        temporary_settings(
-            updates={PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_LOCAL_STORAGE_PATH: results}
-        ),
+    results = tmp_path / "prefect-results"
+    with temporary_settings(
+        updates={PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_LOCAL_STORAGE_PATH: results}
     ):
         yield results
 
@@ -152,16 +159,38 @@ def _paged(read: Callable[[int, int], list[Any]]) -> list[Any]:
             return items
 
 
-def _prefect_api_texts() -> dict[str, list[str]]:
-    """Every flow run, task run (with each state of its history), artifact and log the API
-    holds, as JSON texts by kind."""
+def _prefect_api_texts(since: datetime) -> dict[str, list[str]]:
+    """Every flow run started since `since`, its task runs (with each state of their
+    histories), artifacts and logs, and every log written since, as JSON texts by kind (the
+    session's API also holds other tests' runs)."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterStartTime,
+        LogFilter,
+        LogFilterTimestamp,
+    )
 
     with get_client(sync_client=True) as client:
-        flow_runs = _paged(lambda n, at: client.read_flow_runs(limit=n, offset=at))
-        task_runs = _paged(lambda n, at: client.read_task_runs(limit=n, offset=at))
-        artifacts = _paged(lambda n, at: client.read_artifacts(limit=n, offset=at))
-        logs = _paged(lambda n, at: client.read_logs(limit=n, offset=at))
+        recent = FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since))
+        flow_runs = _paged(
+            lambda n, at: client.read_flow_runs(flow_run_filter=recent, limit=n, offset=at)
+        )
+        ids = FlowRunFilterId(any_=[r.id for r in flow_runs])
+        task_runs = _paged(
+            lambda n, at: client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=ids), limit=n, offset=at
+            )
+        )
+        by_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids.any_))
+        artifacts = _paged(
+            lambda n, at: client.read_artifacts(artifact_filter=by_run, limit=n, offset=at)
+        )
+        since_logs = LogFilter(timestamp=LogFilterTimestamp(after_=since))
+        logs = _paged(lambda n, at: client.read_logs(log_filter=since_logs, limit=n, offset=at))
         states = [s for r in flow_runs for s in client.read_flow_run_states(r.id)]
         states += [s for r in task_runs for s in client.read_task_run_states(r.id)]
     return {
@@ -182,14 +211,14 @@ def _invoke(runner: CliRunner, args: list[str]) -> str:
 def test_sentinel_identifiers_reach_no_key_object_log_or_prefect_record(
     prefect_results: Path, store_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    since = datetime.now(UTC)
+    runner = CliRunner()
     store = open_store(store_url)
-    train = write_night(
-        store, night=TRAIN_NIGHT, n=24, sites=("A", "B"), seed=1, difficulty=0.0, phi_sentinel=True
-    )
+    for night, args in ((TRAIN_NIGHT, TRAIN_SIM), (NIGHT, TONIGHT_SIM)):
+        out = _invoke(runner, ["simulate", "--out", store_url, "--night", str(night), *args])
+        assert "wrote" in out
     labels_key = f"labels/{TRAIN_NIGHT}.csv"
     _sentinel_training_labels(store, labels_key)
-    write_night(store, night=NIGHT, n=8, sites=("A",), seed=12, bad_fraction=0.2, phi_sentinel=True)
-    runner = CliRunner()
     with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="prefect"):
         retrain_out = _invoke(
             runner,
@@ -205,7 +234,6 @@ def test_sentinel_identifiers_reach_no_key_object_log_or_prefect_record(
     reports = [o.key for o in store.list("results/") if o.key.endswith("/report.html")]
     assert reports
     assert all(_found(store.get(k)) for k in reports)
-    assert train.images == 24
 
     leaks: list[str] = []
     keys = [o.key for o in store.list("")]
@@ -226,8 +254,8 @@ def test_sentinel_identifiers_reach_no_key_object_log_or_prefect_record(
     leaks += [f"captured log text: {_found(caplog.text)}"] if _found(caplog.text) else []
     leaks += [f"CLI output: {_found(out)}" for out in (retrain_out, nightly_out) if _found(out)]
 
-    api = _prefect_api_texts()
-    assert len(api["flow_runs"]) >= 2  # retrain and nightly (this store's and any before)
+    api = _prefect_api_texts(since)
+    assert len(api["flow_runs"]) == 2  # retrain and nightly
     assert all(api[kind] for kind in api), {kind: len(v) for kind, v in api.items()}
     leaks += [
         f"Prefect {kind}: {_found(t)}" for kind, texts in api.items() for t in texts if _found(t)
