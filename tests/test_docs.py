@@ -1,20 +1,24 @@
 """The documentation: README.md and docs/*.md hold every reason code, link only to files that
-exist, keep the benchmark markers, and cite nothing that lives outside the repository."""
+exist, keep the benchmark markers, and cite nothing that lives outside the repository;
+SECURITY.md's IAM policies are valid, name only the layout's prefixes and never delete."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
-PAGES = [README, *sorted(DOCS.glob("*.md"))]
+SECURITY = ROOT / "SECURITY.md"
+PAGES = [README, SECURITY, *sorted(DOCS.glob("*.md"))]
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
@@ -196,3 +200,97 @@ def test_the_table_writer_replaces_only_the_text_between_its_markers(tmp_path: P
     assert text.endswith(after)
     with pytest.raises(SystemExit):
         tables.write_section("no-such-benchmark", "x", page=page)
+
+
+# SECURITY.md: one fenced JSON policy per role, under a "### <Role>" heading.
+JSON_FENCE = re.compile(r"^```json\n(.*?)^```$", re.M | re.S)
+
+
+def _security_policies() -> dict[str, dict[str, Any]]:
+    """{role: policy} for every `### <Role>` section of SECURITY.md that holds a JSON block."""
+    policies = {}
+    for section in re.split(r"^### ", SECURITY.read_text(), flags=re.M)[1:]:
+        role, _, body = section.partition("\n")
+        body = re.split(r"^#{1,3} ", body, maxsplit=1, flags=re.M)[0]
+        blocks = JSON_FENCE.findall(body)
+        if blocks:
+            assert len(blocks) == 1, role
+            policies[role.strip()] = json.loads(blocks[0])
+    return policies
+
+
+S3_ARN = re.compile(r"^arn:aws:s3:::([a-z0-9][a-z0-9.-]+)(?:/(.*))?$")
+
+
+def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    statements = policy["Statement"]
+    return statements if isinstance(statements, list) else [statements]
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _grants(policy: dict[str, Any]) -> list[tuple[str, str]]:
+    """(action, prefix) for every allowed action on every resource ("" = the bucket), with
+    the listing's `s3:prefix` condition values as the prefixes of `s3:ListBucket`."""
+    out = []
+    for st in _statements(policy):
+        assert st["Effect"] == "Allow"
+        assert "NotAction" not in st
+        assert "NotResource" not in st
+        for action in _as_list(st["Action"]):
+            for arn in _as_list(st["Resource"]):
+                match = S3_ARN.match(arn)
+                assert match, arn
+                path = match.group(2)
+                if path is None:  # the bucket: only listing, limited by s3:prefix
+                    assert action == "s3:ListBucket", (action, arn)
+                    for op in st["Condition"].values():
+                        out += [(action, p) for p in _as_list(op["s3:prefix"])]
+                else:
+                    out.append((action, path))
+    return out
+
+
+def _top_prefix(pattern: str) -> str:
+    head, sep, rest = pattern.partition("/")
+    assert sep, pattern
+    assert rest == "*", f"{pattern}: grant whole layout prefixes as <prefix>/*"
+    return head
+
+
+def test_security_policies_are_valid_iam_and_never_delete() -> None:
+    from moto.iam.policy_validation import IAMPolicyDocumentValidator
+
+    policies = _security_policies()
+    assert set(policies) == {"Exporter", "Pipeline", "Reader"}
+    for role, policy in policies.items():
+        IAMPolicyDocumentValidator(json.dumps(policy)).validate()  # raises when malformed
+        for action, _ in _grants(policy):
+            assert action.startswith("s3:"), (role, action)
+            assert "*" not in action, (role, action)
+            assert "delete" not in action.lower(), (role, action)
+
+
+def test_security_policies_name_only_layout_prefixes_and_keep_each_role_to_its_own() -> None:
+    from dataclasses import fields
+
+    from scintiflow.storage.layout import Layout
+
+    layout = {str(f.default) for f in fields(Layout)}
+    policies = {role: _grants(p) for role, p in _security_policies().items()}
+    for role, grants in policies.items():
+        for action, pattern in grants:
+            assert _top_prefix(pattern) in layout, (role, action, pattern)
+    tops = {r: {(a, _top_prefix(p)) for a, p in g} for r, g in policies.items()}
+    assert tops["Exporter"] == {("s3:PutObject", "exports")}
+    assert tops["Reader"] == {("s3:GetObject", "results"), ("s3:ListBucket", "results")}
+    pipeline_writes = {p for a, p in tops["Pipeline"] if a == "s3:PutObject"}
+    assert pipeline_writes == {"results", "quarantine", "state", "models"}
+    assert ("s3:GetObject", "exports") in tops["Pipeline"]
+
+
+def test_security_page_is_linked_from_the_docs() -> None:
+    linked = {t.partition("#")[0] for p in DOCS.glob("*.md") for t in _links(p)}
+    assert "../SECURITY.md" in linked

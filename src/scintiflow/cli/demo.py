@@ -125,20 +125,22 @@ def demo(
     tonight's exports with broken files, run nightly, add late exports, run nightly again,
     and print where the report, predictions, heatmaps, data docs and manifest are."""
     from flows.demo import DemoError, run_demo
+    from flows.local_api import local_api
 
     console = make_console()
     store = open_url(out)
     day = parse_night(night)
     try:
-        record = run_demo(
-            out,
-            night=day,
-            n=n,
-            seed=seed,
-            train_images=train_images,
-            epochs=epochs,
-            observer=StoryPrinter(console, store),
-        )
+        with local_api():
+            record = run_demo(
+                out,
+                night=day,
+                n=n,
+                seed=seed,
+                train_images=train_images,
+                epochs=epochs,
+                observer=StoryPrinter(console, store),
+            )
     except DemoError as exc:
         console.print(f"[red]{exc.flow} failed:[/red] {exc}")
         raise typer.Exit(code=1) from None

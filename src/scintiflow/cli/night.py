@@ -91,23 +91,25 @@ def nightly(
     covers the whole night. Exits 1 when the run failed, 3 when it published a partial night
     (inputs not read because of storage errors: the next run retries them).
     """
+    from flows.local_api import local_api
     from flows.nightly import nightly as nightly_flow
     from scintiflow.pipeline.night import NightPartialError
 
     console = make_console()
     day = parse_night(night).isoformat()
-    state = nightly_flow(
-        night=day,
-        source=source,
-        dest=dest,
-        model=model,
-        engine=engine,
-        batch_size=batch_size,
-        shard_size=shard_size,
-        registry=registry,
-        model_name=model_name,
-        return_state=True,
-    )
+    with local_api():
+        state = nightly_flow(
+            night=day,
+            source=source,
+            dest=dest,
+            model=model,
+            engine=engine,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            registry=registry,
+            model_name=model_name,
+            return_state=True,
+        )
     if not state.is_completed():
         exc = state.result(raise_on_failure=False)
         if isinstance(exc, NightPartialError) and exc.summary:
@@ -154,31 +156,33 @@ def retrain(
 ) -> None:
     """Run the retrain flow locally (ephemeral Prefect): one task run per (arch, fold) fit,
     then final fits, registration and the promotion gate."""
+    from flows.local_api import local_api
     from flows.retrain import retrain as retrain_flow
 
     console = make_console()
     if (external_data is None) != (external_labels is None):
         raise typer.BadParameter("--external-data and --external-labels go together")
-    state = retrain_flow(
-        data=data,
-        labels=labels,
-        external_data=external_data,
-        external_labels=external_labels,
-        readers=readers,
-        archs=parse_archs(archs),
-        folds=folds,
-        epochs=epochs,
-        image_size=image_size,
-        batch_size=batch_size,
-        lr=lr,
-        weights=weights,
-        registry=registry,
-        model_name=name,
-        floor=floor,
-        seed=seed,
-        device=device,
-        return_state=True,
-    )
+    with local_api():
+        state = retrain_flow(
+            data=data,
+            labels=labels,
+            external_data=external_data,
+            external_labels=external_labels,
+            readers=readers,
+            archs=parse_archs(archs),
+            folds=folds,
+            epochs=epochs,
+            image_size=image_size,
+            batch_size=batch_size,
+            lr=lr,
+            weights=weights,
+            registry=registry,
+            model_name=name,
+            floor=floor,
+            seed=seed,
+            device=device,
+            return_state=True,
+        )
     if not state.is_completed():
         console.print(f"[red]scintiflow retrain failed:[/red] {state.message}")
         raise typer.Exit(code=1)
