@@ -179,7 +179,7 @@ def test_every_benchmark_table_has_its_markers_in_the_benchmarks_page() -> None:
     names = set()
     for script in (ROOT / "benchmarks").glob("*.py"):
         names |= set(re.findall(r"write_section\(\s*\"(\w+)\"", script.read_text()))
-    assert names == {"foundation", "checks", "score", "nightly", "bf16_training"}
+    assert names == {"foundation", "checks", "score", "nightly", "bf16_training", "scale"}
     for name in names:
         assert page.count(f"<!-- bench:{name}:start -->") == 1, name
         assert page.count(f"<!-- bench:{name}:end -->") == 1, name

@@ -184,3 +184,36 @@ def test_the_proxy_passes_clean_traffic_unchanged(
     with pytest.raises(KeyExistsError):
         store.put("x/blob.bin", b"other", if_absent=True)
     assert proxy.injected == {}
+
+
+def test_the_nightly_cli_exits_3_on_a_partial_night(
+    prefect_api: None,
+    proxy: FaultProxy,
+    s3_bucket: str,
+    exports: list[str],
+    model: ModelRef,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator is alerted: a night with an input not read is published partial, exit 3."""
+    from typer.testing import CliRunner
+
+    from scintiflow.cli import app
+    from scintiflow.settings import get_settings
+    from tasks import nightly as tasks
+
+    monkeypatch.setenv("SCINTIFLOW_S3_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("SCINTIFLOW_S3_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("SCINTIFLOW_READ_RETRY_DELAY_S", "0.1")
+    get_settings.cache_clear()
+    tasks.config.cache_clear()
+    proxy.add("GET", _bucket_path(s3_bucket, exports[0]), "internal", times=10**6)
+    try:
+        args = ["nightly", "--source", f"s3://{s3_bucket}", "--night", N]
+        args += ["--registry", model.registry, "--engine", "onnxruntime"]
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "240"})
+    finally:
+        get_settings.cache_clear()
+        tasks.config.cache_clear()
+    assert result.exit_code == 3, result.output
+    assert "partial" in result.output
+    assert "1 inputs were not read" in result.output

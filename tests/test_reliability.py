@@ -429,3 +429,26 @@ def test_an_object_deleted_between_list_and_get_is_not_read_not_quarantined(
     assert run.manifest["storage_errors"] == {ghost: "missing_object"}
     # the next run no longer lists it: the night is complete, nothing was lost
     assert _next_run(prepared, night_store)["status"] == "complete"
+
+
+def test_the_cli_refuses_a_missing_source_and_an_empty_prefix(
+    prefect_api: None, prepared: Prepared, tmp_path: Path
+) -> None:
+    """Defect 5 at the CLI: exit 1 with the reason, and nothing created under the path."""
+    from typer.testing import CliRunner
+
+    from scintiflow.cli import app
+
+    runner = CliRunner()
+    missing = tmp_path / "no-such-exports"
+    registry = str(prepared.root)
+    args = ["nightly", "--source", str(missing), "--registry", registry, "--night", N]
+    night = runner.invoke(app, [*args, "--engine", "onnxruntime"])
+    assert night.exit_code == 1, night.output
+    assert "does not exist" in night.output
+    assert not missing.exists()
+    empty = runner.invoke(
+        app, ["score", "--input", str(tmp_path), "--registry", registry, "--night", N]
+    )
+    assert empty.exit_code == 1, empty.output
+    assert "no_inputs" in empty.output

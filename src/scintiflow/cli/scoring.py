@@ -74,6 +74,7 @@ def _score_run(
     from scintiflow.pipeline.night import phi_hash_key
     from scintiflow.pipeline.shard import ShardSpec
     from scintiflow.settings import get_settings
+    from scintiflow.storage import StoreError
 
     settings = get_settings()
     prefixes = settings.prefixes
@@ -89,7 +90,10 @@ def _score_run(
         highlight=False,
     )
     engine = open_engine(kind, sm, all_class_maps=all_class_maps)
+    source.check_root()  # a missing folder or bucket is an error, not 0 objects
     keys = list(keys) if keys is not None else [o.key for o in source.list(prefix)]
+    if not keys:
+        raise StoreError(f"no objects under {source.url_for(prefix)}", reason="no_inputs")
     spec = ShardSpec(
         night=night.isoformat(),
         run_id=run_id,
@@ -120,6 +124,13 @@ def _score_run(
     console.print(f"checks:            {dest.url_for(merged.checks['checks'])}")
     if merged.quarantined:
         console.print(f"quarantine:        {dest.url_for(prefixes.quarantine + '/' + spec.night)}")
+    if merged.storage_errors:
+        console.print(
+            f"not read: {len(merged.storage_errors)} objects (storage errors, not quarantined); "
+            "score them again",
+            markup=False,
+        )
+        raise typer.Exit(code=3)
 
 
 def _shards_and_merge(
@@ -187,7 +198,8 @@ def score(
     """Score a night's images with a registered model and write Grad-CAM heatmaps.
 
     Outputs go to results/<night>/<run_id>/ under --out: predictions.csv, predictions.jsonl
-    and heatmaps/ (an overlay PNG and a 16-bit map PNG per image).
+    and heatmaps/ (an overlay PNG and a 16-bit map PNG per image). Exits 1 on a missing
+    source or a prefix with no objects, 3 when objects could not be read (storage errors).
     """
     from scintiflow.domain import new_run_id
     from scintiflow.inference.engines import EngineError
