@@ -20,7 +20,8 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 from scintiflow.ingest.dicom.reasons import DecodeReason, RejectError
 
 MIN_FILE_BYTES: Final = 132  # preamble (128) + "DICM" (4)
-MAX_INFLATED_BYTES: Final = 512 * 1024 * 1024  # deflated datasets: guard against bombs
+MAX_INFLATED_BYTES: Final = 64 * 2**20  # deflated datasets: the object size limit, too
+_INFLATE_CHUNK: Final = 1 << 20  # compressed bytes fed to zlib per step
 MAX_NESTING: Final = 32
 
 UNDEFINED_LENGTH: Final = 0xFFFFFFFF
@@ -160,19 +161,39 @@ def _walk_meta(data: bytes, pos: int) -> tuple[int, str | None]:
 
 
 def _inflate(payload: bytes) -> bytes:
-    """Inflate a deflated dataset with a size cap (pydicom itself has none)."""
+    """Inflate a deflated dataset in chunks, never past `MAX_INFLATED_BYTES` (pydicom itself
+    has no limit; a few KB can declare gigabytes)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    parts: list[bytes] = []
+    total = 0
+    view = memoryview(payload)
     try:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        out = inflater.decompress(payload, MAX_INFLATED_BYTES)
+        for start in range(0, len(payload), _INFLATE_CHUNK):
+            # one byte over the remaining budget: enough to see the limit is passed
+            part = inflater.decompress(view[start : start + _INFLATE_CHUNK], _budget(total))
+            total += len(part)
+            parts.append(part)
+            if total > MAX_INFLATED_BYTES:
+                break
+            if inflater.eof:
+                break
+        if total <= MAX_INFLATED_BYTES and not inflater.eof:
+            part = inflater.flush()
+            total += len(part)
+            parts.append(part)
     except zlib.error as exc:
         raise RejectError(
             DecodeReason.MALFORMED_STRUCTURE, "The deflated dataset cannot be inflated."
         ) from exc
-    if inflater.unconsumed_tail:
+    if total > MAX_INFLATED_BYTES:
         raise RejectError(
             DecodeReason.MALFORMED_STRUCTURE, "The deflated dataset inflates past the size limit."
         )
-    return out
+    return b"".join(parts)
+
+
+def _budget(total: int) -> int:
+    return MAX_INFLATED_BYTES - total + 1
 
 
 class _Walker:
@@ -216,6 +237,10 @@ class _Walker:
             if element_implicit:
                 (length,) = struct.unpack_from(e + "I", buf, pos + 4)
                 start = pos + 8
+            elif vr not in _VRS:
+                raise RejectError(
+                    DecodeReason.MALFORMED_STRUCTURE, "An element has a VR DICOM does not define."
+                )
             elif vr in _LONG_VRS:
                 if end - pos < 12:
                     raise RejectError(truncated)
