@@ -116,3 +116,21 @@ def test_the_whole_corpus_goes_through_the_shard(tmp_path: Path) -> None:
         f"{growth / 2**20:.0f} MiB (peak {report['peak_rss_bytes'] / 2**20:.0f} MiB)"
     )
     assert growth < MAX_RSS_GROWTH
+
+
+def _outcome_text(expected: str) -> str:
+    if expected == "scored":
+        return "scored"
+    if severity(expected) == "warn":
+        return f"scored, warned `{expected}`"
+    return f"quarantined `{expected}`"
+
+
+def test_the_docs_table_is_the_manifest() -> None:
+    generator = load_generator()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "bad-inputs.md").read_text()
+    start = page.index("<!-- corpus-table")
+    body = page[page.index("\n", start) + 1 : page.index("<!-- /corpus-table -->")]
+    documented = [line for line in body.splitlines() if line.startswith("| `")]
+    expected = {name: e for name, (e, _) in generator.CLASSES.items()} | generator.SPECIAL
+    assert documented == [f"| `{n}` | {_outcome_text(e)} |" for n, e in expected.items()]
