@@ -58,6 +58,7 @@ from scintiflow.sim._nm import code_item, export_context, nm_image, to_bytes
 NIGHT: Final = date(2026, 12, 3)
 SEED: Final = 8
 BIG_BYTES: Final = 200 * 2**20  # the too-large object (sparse: takes no disk space)
+PADDED_BYTES: Final = 60 * 2**20  # under the size limit: read whole, refused by the walk
 SECONDARY_CAPTURE: Final = UID("1.2.840.10008.5.1.4.1.1.7")
 PHI_TEXT: Final = "CORPUS^SENTINEL^PHI"  # a name planted in odd places: must never leak
 
@@ -282,6 +283,17 @@ def _patient_id_as_sequence(c: _Cases) -> bytes:
     item.PatientID = PHI_TEXT
     del ds.PatientID
     ds.add(DataElement(0x00100020, "SQ", Sequence([item])))
+    return _write(ds)
+
+
+def _modality_as_sequence(c: _Cases) -> bytes:
+    """Modality as a sequence whose item names the patient: once str()'d into the checks
+    table and from there into the reason file's failing values."""
+    ds = c.dataset()
+    item = Dataset()
+    item.PatientName = PHI_TEXT
+    del ds.Modality
+    ds.add(DataElement(0x00080060, "SQ", Sequence([item])))
     return _write(ds)
 
 
@@ -511,6 +523,7 @@ CLASSES: Final[dict[str, tuple[str, _Builder]]] = {
     "corrupt_rle.dcm": ("corrupt_pixel_data", _corrupt_rle),
     # suite reasons
     "pid_as_sequence.dcm": ("missing_identifier", _patient_id_as_sequence),
+    "modality_as_sequence.dcm": ("not_nm_modality", _modality_as_sequence),
     "wrong_sop_class.dcm": ("wrong_sop_class", _wrong_sop_class),
     "burned_in.dcm": ("burned_in_annotation", _burned_in),
     "not_square.dcm": ("wrong_geometry", _not_square),
@@ -536,6 +549,7 @@ SPECIAL: Final[dict[str, str]] = {
     "fifo.dcm": "not_a_regular_file",  # a named pipe
     "back\\slash.dcm": "invalid_key",  # a name that is not a safe object key
     "big.dcm": "too_large",  # 200 MB, sparse
+    "zero_padded.dcm": "malformed_structure",  # good.dcm + zeros to 60 MiB (8-byte elements)
 }
 """name -> expected code of the entries made with `os` calls (not bytes)."""
 
@@ -562,17 +576,17 @@ def write_corpus(outdir: Path | str, *, big: bool = True, pydicom_files: bool = 
         path.write_bytes(data)
         manifest[name] = expected
     for name, expected in SPECIAL.items():
-        if name == "big.dcm" and not big:
+        if name in ("big.dcm", "zero_padded.dcm") and not big:
             continue
         path = root / name
         if name == "link.dcm":
             path.symlink_to("good.dcm")
         elif name == "fifo.dcm":
             os.mkfifo(path)
-        elif name == "big.dcm":
+        elif name in ("big.dcm", "zero_padded.dcm"):
             with path.open("wb") as fh:
                 fh.write(_CACHE["good.dcm"])
-                fh.truncate(BIG_BYTES)
+                fh.truncate(BIG_BYTES if name == "big.dcm" else PADDED_BYTES)
         else:
             path.write_bytes(_CACHE["good.dcm"][:-2] + b"\x01\x00")
         manifest[name] = expected

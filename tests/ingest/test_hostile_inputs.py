@@ -74,6 +74,17 @@ def test_a_deflated_dataset_is_inflated_to_at_most_the_object_limit() -> None:
     assert small.value.reason != "malformed_structure"
 
 
+def test_megabytes_of_zero_padding_are_refused_before_pydicom_parses_them() -> None:
+    # 1 MiB of zeros after the pixel data reads as 131,072 empty 8-byte elements: the old
+    # decoder walked and parsed every one (2 s per MiB, 2 minutes at the size limit) and
+    # accepted the file
+    data = gen._good(gen._Cases()) + b"\x00" * 2**20
+    with pytest.raises(DecodeError) as caught:
+        decode_dicom(data, patient_hash_key=KEY)
+    assert caught.value.reason == "malformed_structure"
+    assert "elements" in caught.value.message
+
+
 def test_a_vr_that_dicom_does_not_define_is_malformed() -> None:
     with pytest.raises(DecodeError) as caught:
         decode_dicom(gen._nonstandard_vr(gen._Cases()), patient_hash_key=KEY)

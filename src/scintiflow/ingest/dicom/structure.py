@@ -23,6 +23,7 @@ MIN_FILE_BYTES: Final = 132  # preamble (128) + "DICM" (4)
 MAX_INFLATED_BYTES: Final = 64 * 2**20  # deflated datasets: the object size limit, too
 _INFLATE_CHUNK: Final = 1 << 20  # compressed bytes fed to zlib per step
 MAX_NESTING: Final = 32
+MAX_ELEMENTS: Final = 50_000  # elements and items in all; an NM image has a few hundred
 
 UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 _ITEM: Final = 0xFFFEE000
@@ -107,6 +108,8 @@ def check_structure(data: bytes) -> Structure:
     walker = _Walker(body, little)
     try:
         walker.dataset(pos, len(body), parent_implicit=False, in_item=False, depth=0)
+    except _TooManyElementsError:
+        raise  # not parsed at all: pydicom would build every one of them
     except RejectError as exc:
         return Structure(layout, exc.reason)
     return Structure(layout, None)
@@ -196,12 +199,28 @@ def _budget(total: int) -> int:
     return MAX_INFLATED_BYTES - total + 1
 
 
+class _TooManyElementsError(RejectError):
+    """More elements than any image holds (e.g. megabytes of zero padding, 8 bytes each)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            DecodeReason.MALFORMED_STRUCTURE,
+            f"The dataset holds more than {MAX_ELEMENTS} elements.",
+        )
+
+
 class _Walker:
     """Walks elements the way pydicom reads them, but checks every length against the end."""
 
     def __init__(self, buf: bytes, little: bool) -> None:
         self.buf = buf
         self.e = "<" if little else ">"
+        self.count = 0
+
+    def _counted(self) -> None:
+        self.count += 1
+        if self.count > MAX_ELEMENTS:
+            raise _TooManyElementsError
 
     def dataset(
         self, pos: int, end: int, *, parent_implicit: bool, in_item: bool, depth: int
@@ -212,6 +231,7 @@ class _Walker:
         buf, e = self.buf, self.e
         implicit = parent_implicit or (end - pos >= 8 and _looks_implicit(buf, pos))
         while pos < end:
+            self._counted()
             if end - pos < 4:
                 raise RejectError(DecodeReason.TRUNCATED_ELEMENT)
             group, elem = struct.unpack_from(e + "HH", buf, pos)
@@ -265,6 +285,7 @@ class _Walker:
         truncated = DecodeReason.TRUNCATED_PIXEL_DATA if pixel else DecodeReason.TRUNCATED_ELEMENT
         buf, e = self.buf, self.e
         while True:
+            self._counted()
             if end - pos < 8:
                 raise RejectError(truncated)
             group, elem, length = struct.unpack_from(e + "HHI", buf, pos)
