@@ -91,7 +91,13 @@ def main(argv: list[str]) -> None:
     workdir = Path(argv[1]).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     seeds = _seeds(workdir)
-    flags = [f"-artifact_prefix={workdir}/", "-timeout=30", "-rss_limit_mb=4096", *argv[2:]]
+    flags = [
+        f"-artifact_prefix={workdir}/",
+        "-timeout=30",
+        "-rss_limit_mb=4096",
+        "-max_len=65536",  # longer seeds are cut: a cut file is a bad input too
+        *argv[2:],
+    ]
     atheris.Setup([argv[0], *flags, str(seeds)], test_one_input)
     atheris.Fuzz()
 
