@@ -19,7 +19,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
-.PHONY: help setup apt checkov test lint typecheck pytest demo lock montage report-screenshot clean
+.PHONY: help setup apt checkov test lint typecheck pytest demo lock montage report-screenshot clean fuzz
 
 help:
 	@echo "make demo   - set up .venv and run the demo night (results under $(DEMO_OUT))"
@@ -80,6 +80,14 @@ report-screenshot: setup
 	screenshot(Path(sys.argv[2]) / Path(m["manifest"]).parent / "report.html", Path("docs/report.png"))' \
 	  $(DEMO_OUT)/results/$(DEMO_NIGHT)/latest.json $(DEMO_OUT)
 	@echo "docs/report.png"
+
+# Coverage-guided fuzzing of the decoder + row checks (docs/bad-inputs.md); crashes land in
+# $(FUZZ_DIR) as crash-<sha1>. `make test` runs a bounded 60 s of it (tests/fuzz/test_fuzz.py).
+FUZZ_SECONDS ?= 300
+FUZZ_DIR ?= ./var/fuzz
+fuzz: setup
+	PYTHONPATH=$(CURDIR)/src:$(CURDIR) $(BIN)/python tests/fuzz/fuzz_decode.py $(FUZZ_DIR) \
+	  -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' > $(CONSTRAINTS)

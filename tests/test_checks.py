@@ -544,7 +544,7 @@ def test_corpus_reaches_every_suite_code() -> None:
     suite_rejects = {c for c, (sev, _) in REASONS.items() if sev == "reject"} - {
         r.value for r in DecodeReason
     }
-    storage = {"invalid_key", "symlink_not_followed", "not_a_regular_file"}  # the store's
+    storage = {"invalid_key", "symlink_not_followed", "not_a_regular_file", "too_large"}
     duplicates = set().union(*(codes for _, codes in DUPLICATES.values()))
     assert suite_rejects - storage - duplicates <= reached
     assert {c for c, (sev, _) in REASONS.items() if sev == "warn"} <= reached

@@ -37,6 +37,7 @@ _STORE_INPUT_REASONS: Final[dict[str, str]] = {
     "invalid_key": "The object's key is not a safe relative key, so it was not read.",
     "symlink_not_followed": "The name is a symbolic link; links are never followed.",
     "not_a_regular_file": "The name is not a regular file (a device, socket or pipe).",
+    "too_large": "The file is far larger than any scan (over 64 MiB), so it was not read.",
 }
 
 _SUITE_REASONS: Final[dict[str, tuple[Severity, str]]] = {

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from scintiflow.domain import ImageRecord, sha256_hex
 from scintiflow.ingest.dicom import DecodeError, DicomHeader, decode_dicom
@@ -20,6 +20,13 @@ from scintiflow.storage import ObjectStore, StoreError
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+MAX_OBJECT_BYTES: Final = 64 * 2**20
+"""The largest object read whole (64 MiB): a planar NM view is well under 1 MiB, so anything
+larger is refused with `too_large` before it is fetched (a deflated dataset is inflated to at
+most the same size: `scintiflow.ingest.dicom.MAX_INFLATED_BYTES`)."""
+
+TOO_LARGE: Final = "too_large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +71,29 @@ def read_object(
     *,
     patient_hash_key: bytes,
     preferred_view: str = "anterior",
+    max_bytes: int = MAX_OBJECT_BYTES,
 ) -> tuple[DecodedObject, bytes | None]:
     """Fetch, hash and decode one object once: its outcome and its bytes (None when the
     store could not give them). Storage and decode failures become reason codes.
 
     `patient_hash_key` keys the Patient ID hash (production: the settings' PHI hash key).
+    An object larger than `max_bytes` is not fetched: one ranged read of the byte just past
+    the limit proves it too large (`too_large`, no bytes, no hash); one that grew past the
+    limit between that probe and the fetch is refused the same way.
     """
+    if max_bytes < 1:
+        raise ValueError("max_bytes must be positive")
     try:
+        if store.get_range(key, max_bytes, 1):
+            return _too_large(key, max_bytes), None
         data = store.get(key)
     except StoreError as exc:
         failed = DecodedObject(
             key, 0, None, None, exc.reason, str(exc), storage_error=not exc.input_fault
         )
         return failed, None
+    if len(data) > max_bytes:
+        return _too_large(key, max_bytes), None
     digest = sha256_hex(data)
     try:
         record = decode_dicom(
@@ -88,6 +105,12 @@ def read_object(
         )
         return failed, data
     return DecodedObject(key, len(data), digest, record), data
+
+
+def _too_large(key: str, max_bytes: int) -> DecodedObject:
+    """The outcome of an object over the size limit: an input fault, never read whole."""
+    message = f"The object is larger than the {max_bytes} byte limit; it was not read."
+    return DecodedObject(key, 0, None, None, TOO_LARGE, message)
 
 
 def decode_object(

@@ -50,13 +50,19 @@ from scintiflow.ingest.dicom.pixel_format import MAX_FRAMES, MAX_MATRIX
 from scintiflow.ingest.dicom.quiet import quiet_pydicom
 from scintiflow.ingest.dicom.reasons import REASON_TEXT, DecodeError, DecodeReason
 from scintiflow.ingest.dicom.reasons import _rebuild_error as _rebuild_error  # old pickles
-from scintiflow.ingest.dicom.structure import MAX_INFLATED_BYTES, MAX_NESTING, MIN_FILE_BYTES
+from scintiflow.ingest.dicom.structure import (
+    MAX_ELEMENTS,
+    MAX_INFLATED_BYTES,
+    MAX_NESTING,
+    MIN_FILE_BYTES,
+)
 
 _quiet_pydicom = quiet_pydicom  # the name scintiflow.outputs.secondary_capture imports today
 
 __all__ = [
     "DEFAULT_PATIENT_HASH_KEY",
     "MANY_FRAMES",
+    "MAX_ELEMENTS",
     "MAX_FRAMES",
     "MAX_INFLATED_BYTES",
     "MAX_MATRIX",

@@ -20,8 +20,10 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 from scintiflow.ingest.dicom.reasons import DecodeReason, RejectError
 
 MIN_FILE_BYTES: Final = 132  # preamble (128) + "DICM" (4)
-MAX_INFLATED_BYTES: Final = 512 * 1024 * 1024  # deflated datasets: guard against bombs
+MAX_INFLATED_BYTES: Final = 64 * 2**20  # deflated datasets: the object size limit, too
+_INFLATE_CHUNK: Final = 1 << 20  # compressed bytes fed to zlib per step
 MAX_NESTING: Final = 32
+MAX_ELEMENTS: Final = 50_000  # elements and items in all; an NM image has a few hundred
 
 UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 _ITEM: Final = 0xFFFEE000
@@ -106,6 +108,8 @@ def check_structure(data: bytes) -> Structure:
     walker = _Walker(body, little)
     try:
         walker.dataset(pos, len(body), parent_implicit=False, in_item=False, depth=0)
+    except _TooManyElementsError:
+        raise  # not parsed at all: pydicom would build every one of them
     except RejectError as exc:
         return Structure(layout, exc.reason)
     return Structure(layout, None)
@@ -160,19 +164,49 @@ def _walk_meta(data: bytes, pos: int) -> tuple[int, str | None]:
 
 
 def _inflate(payload: bytes) -> bytes:
-    """Inflate a deflated dataset with a size cap (pydicom itself has none)."""
+    """Inflate a deflated dataset in chunks, never past `MAX_INFLATED_BYTES` (pydicom itself
+    has no limit; a few KB can declare gigabytes)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    parts: list[bytes] = []
+    total = 0
+    view = memoryview(payload)
     try:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        out = inflater.decompress(payload, MAX_INFLATED_BYTES)
+        for start in range(0, len(payload), _INFLATE_CHUNK):
+            # one byte over the remaining budget: enough to see the limit is passed
+            part = inflater.decompress(view[start : start + _INFLATE_CHUNK], _budget(total))
+            total += len(part)
+            parts.append(part)
+            if total > MAX_INFLATED_BYTES:
+                break
+            if inflater.eof:
+                break
+        if total <= MAX_INFLATED_BYTES and not inflater.eof:
+            part = inflater.flush()
+            total += len(part)
+            parts.append(part)
     except zlib.error as exc:
         raise RejectError(
             DecodeReason.MALFORMED_STRUCTURE, "The deflated dataset cannot be inflated."
         ) from exc
-    if inflater.unconsumed_tail:
+    if total > MAX_INFLATED_BYTES:
         raise RejectError(
             DecodeReason.MALFORMED_STRUCTURE, "The deflated dataset inflates past the size limit."
         )
-    return out
+    return b"".join(parts)
+
+
+def _budget(total: int) -> int:
+    return MAX_INFLATED_BYTES - total + 1
+
+
+class _TooManyElementsError(RejectError):
+    """More elements than any image holds (e.g. megabytes of zero padding, 8 bytes each)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            DecodeReason.MALFORMED_STRUCTURE,
+            f"The dataset holds more than {MAX_ELEMENTS} elements.",
+        )
 
 
 class _Walker:
@@ -181,6 +215,12 @@ class _Walker:
     def __init__(self, buf: bytes, little: bool) -> None:
         self.buf = buf
         self.e = "<" if little else ">"
+        self.count = 0
+
+    def _counted(self) -> None:
+        self.count += 1
+        if self.count > MAX_ELEMENTS:
+            raise _TooManyElementsError
 
     def dataset(
         self, pos: int, end: int, *, parent_implicit: bool, in_item: bool, depth: int
@@ -191,6 +231,7 @@ class _Walker:
         buf, e = self.buf, self.e
         implicit = parent_implicit or (end - pos >= 8 and _looks_implicit(buf, pos))
         while pos < end:
+            self._counted()
             if end - pos < 4:
                 raise RejectError(DecodeReason.TRUNCATED_ELEMENT)
             group, elem = struct.unpack_from(e + "HH", buf, pos)
@@ -216,6 +257,10 @@ class _Walker:
             if element_implicit:
                 (length,) = struct.unpack_from(e + "I", buf, pos + 4)
                 start = pos + 8
+            elif vr not in _VRS:
+                raise RejectError(
+                    DecodeReason.MALFORMED_STRUCTURE, "An element has a VR DICOM does not define."
+                )
             elif vr in _LONG_VRS:
                 if end - pos < 12:
                     raise RejectError(truncated)
@@ -240,6 +285,7 @@ class _Walker:
         truncated = DecodeReason.TRUNCATED_PIXEL_DATA if pixel else DecodeReason.TRUNCATED_ELEMENT
         buf, e = self.buf, self.e
         while True:
+            self._counted()
             if end - pos < 8:
                 raise RejectError(truncated)
             group, elem, length = struct.unpack_from(e + "HHI", buf, pos)

@@ -3,6 +3,11 @@
 Every reader returns None for an absent or empty element. The header readers never raise;
 the strict ones (`int_value`, `float_value`) raise `RejectError(invalid_tag_value)` for a
 value that is present but unusable. Messages name the keyword, never the value (PHI).
+
+A sequence (SQ) found where a text or number belongs is never turned into text: its items
+may hold anything (a patient's name), and `str()` of them would carry it into the checks
+table, reason files or logs. The text readers read it as absent, the number readers as
+unusable.
 """
 
 from __future__ import annotations
@@ -31,6 +36,18 @@ def element_value(ds: Dataset, keyword: str) -> Any:
     return value
 
 
+def is_sequence(value: Any) -> bool:
+    """True for a sequence value (or a lone item): datasets where a plain value belongs."""
+    if isinstance(value, Dataset):
+        return True
+    if isinstance(value, str | bytes | np.ndarray) or not isinstance(value, Iterable):
+        return False
+    try:
+        return any(isinstance(v, Dataset) for v in value)
+    except TypeError:
+        return False
+
+
 def opt_int(ds: Dataset, keyword: str) -> int | None:
     """An int-valued element, None when absent or unusable (header use: never raises)."""
     try:
@@ -44,6 +61,8 @@ def int_value(ds: Dataset, keyword: str) -> int | None:
     value = element_value(ds, keyword)
     if value is None:
         return None
+    if is_sequence(value):
+        raise RejectError(DecodeReason.INVALID_TAG_VALUE, f"{keyword} is a sequence.")
     if isinstance(value, str | bytes) or not isinstance(value, int | float):
         try:
             value = int(str(value).strip())
@@ -61,6 +80,8 @@ def float_value(ds: Dataset, keyword: str) -> float | None:
     value = element_value(ds, keyword)
     if value is None:
         return None
+    if is_sequence(value):
+        raise RejectError(DecodeReason.INVALID_TAG_VALUE, f"{keyword} is a sequence.")
     try:
         number = float(value)
     except (TypeError, ValueError) as exc:
@@ -71,9 +92,10 @@ def float_value(ds: Dataset, keyword: str) -> float | None:
 
 
 def str_value(ds: Dataset, keyword: str) -> str | None:
-    """Stripped text (multi-valued elements joined with a backslash); None when empty."""
+    """Stripped text (multi-valued elements joined with a backslash); None when empty or a
+    sequence."""
     value = element_value(ds, keyword)
-    if value is None:
+    if value is None or is_sequence(value):
         return None
     if isinstance(value, Iterable) and not isinstance(value, str | bytes):
         value = "\\".join(str(v) for v in value)
@@ -82,9 +104,10 @@ def str_value(ds: Dataset, keyword: str) -> str | None:
 
 
 def str_tuple(ds: Dataset, keyword: str) -> tuple[str, ...]:
-    """A multi-valued text element (e.g. Image Type) as stripped upper-case values."""
+    """A multi-valued text element (e.g. Image Type) as stripped upper-case values; () when
+    absent or a sequence."""
     value = element_value(ds, keyword)
-    if value is None:
+    if value is None or is_sequence(value):
         return ()
     if isinstance(value, str):
         values: list[Any] = [value]
