@@ -93,7 +93,8 @@ def _score_run(
     source.check_root()  # a missing folder or bucket is an error, not 0 objects
     keys = list(keys) if keys is not None else [o.key for o in source.list(prefix)]
     if not keys:
-        raise StoreError(f"no objects under {source.url_for(prefix)}", reason="no_inputs")
+        where = source.url_for(prefix.rstrip("/")) if prefix.strip("/") else source.url
+        raise StoreError(f"no objects under {where}", reason="no_inputs")
     spec = ShardSpec(
         night=night.isoformat(),
         run_id=run_id,
