@@ -4,7 +4,8 @@ Per size: a simulated night (sites A, B, C; 5 % broken files) and a registered r
 ShuffleNetV2 at 64 px are written to a temporary LocalStore; then ONE child process runs the
 night with `scintiflow.pipeline.night.run_night` (the plain loop over the flow's steps:
 shards of 256 with checks, quarantine, scoring, heatmaps, thumbnails, SC; merge; report with
-PDF; publish; ledger) and its peak RSS is read from `os.wait4`'s rusage of that child alone.
+PDF; publish; ledger) and reports its own peak RSS (`VmHWM`; not `ru_maxrss`, which carries
+the parent's peak into the child across exec: tests/rss_figures.py).
 Timed inside the child: everything before publish (list, ledger, shards, merge), the report
 and publish together, and the whole night.
 
@@ -30,7 +31,9 @@ NIGHT = date(2026, 11, 27)
 
 
 def _child(root: str) -> None:
-    """Run the night on `root` and print its timings as JSON (the parent reads the RSS)."""
+    """Run the night on `root` and print its timings and peak RSS as JSON."""
+    from rss_figures import peak_rss_bytes
+
     from scintiflow.pipeline.night import run_night
     from scintiflow.settings import Settings
 
@@ -46,6 +49,7 @@ def _child(root: str) -> None:
                 "total_s": total,
                 "timings": m.get("timings_s", {}),
                 "counts": m.get("counts", {}),
+                "peak_rss_mib": peak_rss_bytes() / 2**20,
                 "status": m.get("status"),
             }
         )
@@ -68,12 +72,12 @@ def _measure(n: int, base: Path) -> dict[str, object]:
     )
     assert proc.stdout is not None
     out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    status = proc.wait()
     if status != 0:
         raise SystemExit(f"the night of {n} failed (status {status})")
     result = json.loads(out.strip().splitlines()[-1])
     shutil.rmtree(root)
-    return {"n": n, "simulate_s": simulated, "peak_rss_mib": usage.ru_maxrss / 1024, **result}
+    return {"n": n, "simulate_s": simulated, **result}
 
 
 def _table(rows: list[dict[str, object]]) -> str:

@@ -260,7 +260,9 @@ def test_local_and_s3_stores_give_identical_predictions(
 
 
 _STREAM_SCRIPT = r"""
-import json, resource, sys
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from rss_figures import peak_rss_bytes
 from scintiflow.inference.engines import load_scoring_model, open_engine
 from scintiflow.inference.streaming import score_keys
 from scintiflow.storage import LocalStore
@@ -271,9 +273,9 @@ sm = load_scoring_model(store, "thyroid")
 engine = open_engine("onnxruntime", sm, threads=2)
 kw = {"batch_size": 32, "workers": 2, "patient_hash_key": b"k"}
 score_keys(store, keys[:64], engine, sm, store, "results/warm/r", **kw)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_rss_bytes() // 1024
 summary = score_keys(store, keys, engine, sm, store, "results/s/r", **kw)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = peak_rss_bytes() // 1024
 print(json.dumps({"n": len(summary.rows), "before_kib": before, "after_kib": after}))
 """
 
@@ -283,9 +285,10 @@ def test_streaming_2000_images_keeps_peak_rss_bounded(tmp_path: Path) -> None:
     """Peak RSS grows by less than 200 MiB while 2,000 256x256 scans stream through.
 
     Holding them would cost more than that in count images alone (2000 x 256 x 256 x 4 B =
-    500 MiB, before inputs and PNGs). ru_maxrss is a process-wide high-water mark, so the
-    scoring runs in a fresh subprocess (the night is simulated in this one), and the mark is
-    taken after a warm-up batch.
+    500 MiB, before inputs and PNGs). The high-water mark is the process's, so the scoring
+    runs in a fresh subprocess (the night is simulated in this one) and reads its own
+    (`VmHWM`, not `ru_maxrss`, which carries this worker's peak over: tests/rss_figures.py),
+    and the mark is taken after a warm-up batch.
     """
     store = LocalStore(str(tmp_path))
     summary = write_night(
@@ -300,7 +303,7 @@ def test_streaming_2000_images_keeps_peak_rss_bounded(tmp_path: Path) -> None:
     assert summary.images == 2000
     _register(store)
     out = subprocess.run(
-        [sys.executable, "-c", _STREAM_SCRIPT, str(tmp_path)],
+        [sys.executable, "-c", _STREAM_SCRIPT, str(tmp_path), str(Path(__file__).parent)],
         check=True,
         capture_output=True,
         text=True,

@@ -6,14 +6,14 @@ ROOT is a `LocalStore` folder holding `exports/<NIGHT>/`. A random-init champion
 registered in it and opened with ONNX Runtime; then ONE `process_shard` call checks,
 quarantines and scores every listed key, and the merge's duplicate rule runs over its rows.
 OUT.json gets the listed keys, the shard's result and the memory figures: the resident set
-just before the shard (`rss_before_bytes`, from /proc) and the process's peak after it
-(`peak_rss_bytes`, `ru_maxrss`), so the growth is an upper bound of what the shard took.
+just before the shard (`rss_before_bytes`) and the process's own peak after it
+(`peak_rss_bytes`, VmHWM: see tests/rss_figures.py for why not `ru_maxrss`), so the growth is an
+upper bound of what the shard took.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -21,15 +21,9 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def _rss_now() -> int:
-    import os
-
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
 def run(root: Path, night: str, out: Path) -> None:
     sys.path.insert(0, str(TESTS))
+    from rss_figures import peak_rss_bytes, rss_now_bytes
     from test_flows import register_random_champion
 
     from scintiflow.inference.engines import load_scoring_model, open_engine
@@ -51,13 +45,13 @@ def run(root: Path, night: str, out: Path) -> None:
         read_retries=0,
     )
     row_validator(spec.thresholds)  # GX's import and suite: process set-up, not the shard
-    rss_before = _rss_now()
+    rss_before = rss_now_bytes()
     started = time.perf_counter()
     result = process_shard(
         store, store, keys, spec, hash_key=b"corpus-phi-key", engine=engine, model=model
     )
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = peak_rss_bytes()
     duplicates = mark_duplicates(result.check_rows, result.sop_tokens)
     flags = {
         str(r["key"]): [c for c in ("duplicate_bytes", "duplicate_sop_instance") if r.get(c)]
