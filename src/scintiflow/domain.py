@@ -61,6 +61,11 @@ class ImageRecord:
         return (self.rows, self.cols)
 
 
+def utc_now_text() -> str:
+    """The current UTC time to the second, ISO 8601 with a Z (2026-11-27T02:00:00Z)."""
+    return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
 def new_run_id(now: datetime | None = None) -> str:
     """A sortable, PHI-free run id: UTC time plus a random suffix (20261127T020000Z-3fa9c2)."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)

@@ -57,7 +57,7 @@ def check_keys(
     """Fetch, decode and check keys on the shard's own code path (one GX validation of the
     row expectations); writes nothing. Duplicates are the merge's: not flagged here.
     Returns (table, outcome, key -> storage error of the keys not read)."""
-    from scintiflow.pipeline.shard import read_shard, validate_rows
+    from scintiflow.pipeline.shard import read_shard, split_unread, validate_rows
 
     fetched = read_shard(
         store,
@@ -66,8 +66,7 @@ def check_keys(
         preferred_view=settings.preferred_view,
         workers=workers or settings.decode_workers or 2,
     )
-    read = [f for f in fetched if not f.obj.storage_error]
-    not_read = {f.obj.key: str(f.obj.reason) for f in fetched if f.obj.storage_error}
+    read, not_read = split_unread(fetched)
     table, outcome = validate_rows(read, thresholds or CheckThresholds(), run_name or "check")
     return table, outcome, not_read
 

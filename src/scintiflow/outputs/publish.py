@@ -37,11 +37,10 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from scintiflow import CLASSES, __version__
-from scintiflow.domain import sha256_hex
+from scintiflow.domain import sha256_hex, utc_now_text
 from scintiflow.outputs.ledger import Outcome
 from scintiflow.outputs.runs import claim_inputs, latest_key, still_holds
 from scintiflow.storage import KeyExistsError, KeyNotFoundError, ObjectStore, StoreError
@@ -97,6 +96,11 @@ class PublishResult:
     holder_manifest: str | None = None  # the holder's manifest, when this run lost the claim
 
     @property
+    def to_complete(self) -> str | None:
+        """The manifest whose completion follows: this run's, or the claim holder's."""
+        return self.manifest_key or self.holder_manifest
+
+    @property
     def status(self) -> str | None:
         """`complete` | `partial` of the manifest written (None when superseded)."""
         return None if self.manifest is None else str(self.manifest.get("status", "complete"))
@@ -111,10 +115,6 @@ def input_set_hash(hashes: Mapping[str, str | None]) -> str:
     """SHA-256 of the sorted (key, content hash) pairs: names a set of inputs."""
     body = "\n".join(f"{k}\t{hashes[k] or '-'}" for k in sorted(hashes))
     return sha256_hex(body.encode("utf-8"))
-
-
-def _now() -> str:
-    return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _verify_listed(
@@ -322,7 +322,7 @@ def prepare_run(
         "complete": status == "complete",
         "night": night,
         "run_id": run_id,
-        "created_at": _now(),
+        "created_at": utc_now_text(),
         "code_version": __version__,
         "model": dict(model),
         "engine": engine,
@@ -445,7 +445,7 @@ def publish_run(
     register_run(store, kwargs["night"], kwargs["run_id"], kwargs.get("results_prefix", "results"))
     draft = prepare_run(store, **kwargs)
     published = finish_run(store, draft, fail_before_manifest=fail_before_manifest, lease_s=lease_s)
-    done = published.manifest_key or published.holder_manifest
+    done = published.to_complete
     if done is not None and store.exists(done):
         complete_run(store, done, state_prefix=state_prefix, results_prefix=draft.results_prefix)
     return published

@@ -25,17 +25,15 @@ run takes it over. docs/reliability.md has the states and what the next run does
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from scintiflow.domain import sha256_hex
+from scintiflow.domain import sha256_hex, utc_now_text
 from scintiflow.storage import KeyExistsError, ObjectStore
-from scintiflow.storage.jsonio import read_json_or_none
+from scintiflow.storage.jsonio import put_json, read_json, read_json_or_none
 from scintiflow.storage.layout import MANIFEST, Layout
 
 log = logging.getLogger(__name__)
@@ -44,16 +42,8 @@ RUN_SCHEMA = "scintiflow.run/1"
 CLAIM_SCHEMA = "scintiflow.claim/1"
 
 
-def _now() -> str:
-    return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
-
-
 def _layout(results_prefix: str) -> Layout:
     return Layout(results=results_prefix.strip("/"))
-
-
-def _put_doc(store: ObjectStore, key: str, doc: Mapping[str, Any], *, if_absent: bool) -> None:
-    store.put(key, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), if_absent=if_absent)
 
 
 # ---------------------------------------------------------------------------------------
@@ -67,7 +57,7 @@ def register_run(
     key = _layout(results_prefix).run_record(night, run_id)
     doc = {"schema": RUN_SCHEMA, "night": night, "run_id": run_id, "state": "started"}
     with contextlib.suppress(KeyExistsError):  # a retried task: the record is already there
-        _put_doc(store, key, {**doc, "started_at": _now()}, if_absent=True)
+        put_json(store, key, {**doc, "started_at": utc_now_text()}, if_absent=True)
     return key
 
 
@@ -92,7 +82,12 @@ def _mark(
     doc = read_json_or_none(store, key) or {"schema": RUN_SCHEMA, "night": night, "run_id": run_id}
     if doc.get("state") == state:
         return
-    _put_doc(store, key, {**doc, **fields, "state": state, f"{state}_at": _now()}, if_absent=False)
+    put_json(
+        store,
+        key,
+        {**doc, **fields, "state": state, f"{state}_at": utc_now_text()},
+        if_absent=False,
+    )
 
 
 def manifest_key_of(night: str, run_id: str, results_prefix: str = "results") -> str:
@@ -144,7 +139,7 @@ def current_claim(
     store: ObjectStore, night: str, input_set: str, results_prefix: str = "results"
 ) -> Claim | None:
     """The newest generation of the claim on `input_set`, or None."""
-    base = _layout(results_prefix).claim_generation(night, input_set, 0).rsplit("/", 1)[0] + "/"
+    base = _layout(results_prefix).claim_set_prefix(night, input_set)
     newest = None
     for info in store.list(base):
         newest = info.key  # keys list in order; generations are zero-padded
@@ -195,7 +190,7 @@ def claim_inputs(
             "took_over_from": None if held is None else held.run_id,
         }
         try:
-            _put_doc(store, key, doc, if_absent=True)
+            put_json(store, key, doc, if_absent=True)
         except KeyExistsError:
             continue  # another run wrote this generation first: look again
         if held is not None:
@@ -246,9 +241,9 @@ def update_latest(
         "run_id": run_id,
         "manifest": manifest_key,
         "status": status,
-        "updated_at": _now(),
+        "updated_at": utc_now_text(),
     }
-    _put_doc(store, key, doc, if_absent=False)
+    put_json(store, key, doc, if_absent=False)
     return key
 
 
@@ -303,7 +298,7 @@ def complete_run(
     a crash at any point and it writes what is missing."""
     from scintiflow.outputs.ledger import record, record_index
 
-    manifest: dict[str, Any] = json.loads(store.get(manifest_key))
+    manifest: dict[str, Any] = read_json(store, manifest_key)
     night, run_id = str(manifest["night"]), str(manifest["run_id"])
     status = str(manifest.get("status") or "complete")
     update_latest(store, night, run_id, manifest_key, results_prefix, status=status)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -394,7 +395,7 @@ def complete_night(dest: ObjectStore, published: PublishResult, cfg: NightConfig
     number of inputs ledgered."""
     from scintiflow.outputs.runs import complete_run, ledger_items
 
-    key = published.manifest_key or published.holder_manifest
+    key = published.to_complete
     if key is None or not dest.exists(key):
         return 0
     manifest = complete_run(
@@ -407,19 +408,13 @@ def raise_if_partial(published: PublishResult, summary: Mapping[str, Any] | None
     """Raise `NightPartialError` when the manifest written is `partial`."""
     if published.manifest is not None and published.status == "partial":
         errors = published.manifest.get("storage_errors") or {}
-        codes = ", ".join(f"{c} x{n}" for c, n in sorted(_count(errors.values()).items()))
+        counts = Counter(str(v) for v in errors.values())
+        codes = ", ".join(f"{c} x{n}" for c, n in sorted(counts.items()))
         raise NightPartialError(
             f"night {published.manifest['night']} run {published.manifest['run_id']} is "
             f"partial: {len(errors)} inputs not read ({codes}); the next run retries them",
             summary,
         )
-
-
-def _count(values: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[str(v)] = out.get(str(v), 0) + 1
-    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -195,15 +195,13 @@ def process_shard(
             retries=(spec.read_retries, spec.retry_delay_s),
         )
         t_read = time.perf_counter()
-        fetched = [f for f in everything if not f.obj.storage_error]
+        fetched, not_read = split_unread(everything)
         result = ShardResult(
             index=spec.index,
             keys=list(keys),
             check_rows=[_plain_row(f.row) for f in fetched],
             sop_tokens={f.obj.key: f.sop_token for f in fetched},
-            storage_errors={
-                f.obj.key: str(f.obj.reason) for f in everything if f.obj.storage_error
-            },
+            storage_errors=not_read,
         )
         accepted = _check_and_quarantine(source, dest, fetched, spec, result)
         t_check = time.perf_counter()
@@ -238,6 +236,12 @@ def read_shard(
             workers=max(1, workers),
         )
     )
+
+
+def split_unread(fetched: Sequence[_Fetched]) -> tuple[list[_Fetched], dict[str, str]]:
+    """(the objects read, key -> storage error of those the store did not give)."""
+    read = [f for f in fetched if not f.obj.storage_error]
+    return read, {f.obj.key: str(f.obj.reason) for f in fetched if f.obj.storage_error}
 
 
 def validate_rows(

@@ -96,13 +96,14 @@ class Layout:
     def latest(self, night: date | str) -> str:
         return f"{self.night_results(night)}/{LATEST}"
 
-    def claims_prefix(self, night: date | str) -> str:
-        return f"{self.night_results(night)}/{CLAIMS_DIR}/"
+    def claim_set_prefix(self, night: date | str, input_set: str) -> str:
+        """`claims/<input set>/`: the generations of one set's claim (listed in order)."""
+        return f"{self.night_results(night)}/{CLAIMS_DIR}/{_hex(input_set)}/"
 
     def claim_generation(self, night: date | str, input_set: str, generation: int) -> str:
         """`claims/<input set>/<generation>.json`: a stale claim is taken over by writing the
         next generation (`if_absent`), so exactly one run wins each takeover."""
-        return f"{self.night_results(night)}/{CLAIMS_DIR}/{_hex(input_set)}/{generation:04d}.json"
+        return f"{self.claim_set_prefix(night, input_set)}{generation:04d}.json"
 
     def runs_prefix(self, night: date | str) -> str:
         """`results/<night>/runs/`: the run registry (one record per run that started)."""
