@@ -73,7 +73,8 @@ def nightly(
     )
     results = []
     for spec, keys in t.plan(night, run_id, todo, shard_size, batch_size):
-        state = t.process_shard(source, dest, keys, spec, ref, return_state=True)
+        pins = {k: listing[k] for k in keys}
+        state = t.process_shard(source, dest, keys, spec, ref, pins, return_state=True)
         if state.is_completed():
             results.append(state.result())
         else:  # its inputs end `shard_failed`: the night is partial, the next run retries them

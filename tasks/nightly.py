@@ -99,10 +99,17 @@ def ledger_lookup(
 
 @task(name="process-shard", cache_policy=NO_CACHE)
 def process_shard(
-    source: str, dest: str, keys: list[str], spec: ShardSpec, model: ModelRef
+    source: str,
+    dest: str,
+    keys: list[str],
+    spec: ShardSpec,
+    model: ModelRef,
+    pins: dict[str, str | None] | None = None,
 ) -> ShardResult:
-    """One shard: fetch once, check, quarantine, score, heatmaps, thumbnails, SC."""
-    return steps.run_shard(store_for(source), store_for(dest), keys, spec, model, _hash_key())
+    """One shard: fetch once (pinned to the listing), check, quarantine, score, heatmaps,
+    thumbnails, SC."""
+    source_store, dest_store = store_for(source), store_for(dest)
+    return steps.run_shard(source_store, dest_store, keys, spec, model, _hash_key(), pins)
 
 
 @task(name="merge", cache_policy=NO_CACHE, **IO_RETRIES)

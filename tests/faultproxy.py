@@ -7,7 +7,9 @@
 Faults: `slowdown` (503 SlowDown), `internal` (500 InternalError), `deny` (403 AccessDenied),
 `reset` (the connection is closed with a TCP reset, no response), `stall` (no answer for
 `stall_s`: the client's read timeout), `delete` (the object is deleted upstream, then the
-request is forwarded: deleted between the listing and the get), `outage` (this request
+request is forwarded: deleted between the listing and the get), `replace` (the object is
+overwritten upstream with `replacement`, then the request is forwarded: replaced between the
+listing and the get), `outage` (this request
 starts an outage of `outage_s`). During an outage (`outage(seconds)`) every request is
 reset. Requests are matched by method and path prefix (`query` and `suffix` too, e.g.
 `list-type=2` for ListObjectsV2); `times` bounds how often a rule fires.
@@ -65,6 +67,7 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.outage_until = 0.0
         self.injected: dict[str, int] = {}
+        self.replacement = b""
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -120,15 +123,19 @@ class FaultProxy:
                 self.injected[fault] = self.injected.get(fault, 0) + 1
         return fault
 
-    def delete_upstream(self, path: str) -> None:
-        """Delete `/<bucket>/<key>` on the upstream server (a boto3 client of its own)."""
+    def change_upstream(self, path: str, fault: str) -> None:
+        """Delete `/<bucket>/<key>` on the upstream server, or overwrite it with
+        `replacement` (a boto3 client of its own)."""
         from urllib.parse import unquote
 
         import boto3
 
         bucket, key = unquote(path).lstrip("/").split("/", 1)
         client = boto3.client("s3", endpoint_url=self.upstream.geturl(), region_name="us-east-1")
-        client.delete_object(Bucket=bucket, Key=key)
+        if fault == "delete":
+            client.delete_object(Bucket=bucket, Key=key)
+        else:
+            client.put_object(Bucket=bucket, Key=key, Body=self.replacement)
 
     def forward(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Any:
         conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=30)
@@ -192,8 +199,8 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
             if body:
                 headers["Content-Length"] = str(len(body))
-            if fault == "delete":
-                proxy.delete_upstream(split.path)
+            if fault in ("delete", "replace"):
+                proxy.change_upstream(split.path, fault)
             status, resp_headers, resp_body = proxy.forward(self.command, self.path, headers, body)
             if self.command == "HEAD":
                 self.send_response(status)

@@ -1,7 +1,7 @@
 """[F8] Storage fault injection: a night on the moto S3 server behind a fault proxy
 (`tests/faultproxy.py`) that answers 503 SlowDown, 500, 403 AccessDenied, resets
-connections, stalls past the client's read timeout, starts a 3 s outage, or deletes an
-object between the listing and the get.
+connections, stalls past the client's read timeout, starts a 3 s outage, or deletes or
+replaces an object between the listing and the get.
 
 Transient faults are ridden out by boto3's retries and the shard's re-reads; permanent ones
 end the night partial (reads) or failed with no manifest (writes); a re-run with the faults
@@ -10,6 +10,7 @@ gone completes the night with 0 inputs lost and 0 published twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -168,6 +169,32 @@ def test_an_object_deleted_between_list_and_get_is_not_read_then_gone(
     again = _night(store, model)  # the next run no longer lists it
     assert again["status"] == "complete"
     _assert_nothing_lost_or_doubled(store, exports[:-1])
+
+
+def test_an_object_replaced_between_list_and_get_is_not_scored_as_listed(
+    proxy: FaultProxy, s3_bucket: str, exports: list[str], model: ModelRef, tmp_path: Path
+) -> None:
+    """The reads are pinned to the listing's ETag (If-Match): a replaced object is a storage
+    error of this run (not scored under the old listing, not quarantined); the next run lists
+    the new version and scores those bytes."""
+    other = LocalStore(tmp_path / "other")
+    write_night(other, night=NIGHT, n=1, sites=("B",), seed=77)
+    proxy.replacement = other.get(next(iter(other.list(f"exports/{N}/"))).key)
+    changed = exports[0]
+    proxy.add("GET", _bucket_path(s3_bucket, changed), "replace", times=1)
+    store = _via(proxy, s3_bucket)
+    m = _night(store, model)
+    assert proxy.injected == {"replace": 1}
+    assert m["status"] == "partial"
+    assert m["storage_errors"] == {changed: "changed_since_listing"}
+    first = next(i for i in m["inputs"] if i["key"] == changed)
+    assert first["status"] == "storage_error"  # not scored as listed, not quarantined
+    again = _night(store, model)
+    assert again["status"] == "complete"
+    entry = next(i for i in again["inputs"] if i["key"] == changed)
+    assert entry["status"] == "scored"
+    assert entry["sha256"] == hashlib.sha256(proxy.replacement).hexdigest()  # the new bytes
+    _assert_nothing_lost_or_doubled(store, exports)
 
 
 def test_the_proxy_passes_clean_traffic_unchanged(

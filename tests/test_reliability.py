@@ -266,11 +266,11 @@ class FlakyStore(LocalStore):
         super().__init__(root)
         self.failing, self.left = failing, dict.fromkeys(failing, times)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, if_match: str = "") -> bytes:
         if key in self.failing and self.left[key] > 0:
             self.left[key] -= 1
             raise StoreError(f"injected S3 outage reading {key}", reason="s3_error")
-        return super().get(key)
+        return super().get(key, if_match=if_match)
 
 
 def _exports(store: LocalStore) -> list[str]:

@@ -78,13 +78,13 @@ class GuardedStore(LocalStore):
         self.ranged = 0
         self.guard = False  # on while the report renders
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, if_match: str = "") -> bytes:
         if self.guard and key.startswith("exports/"):
             raise AssertionError("the report fetched a whole export")
-        return super().get(key)
+        return super().get(key, if_match=if_match)
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        data = super().get_range(key, start, length)
+    def get_range(self, key: str, start: int, length: int, *, if_match: str = "") -> bytes:
+        data = super().get_range(key, start, length, if_match=if_match)
         self.ranged += len(data) if key.startswith("exports/") else 0
         return data
 

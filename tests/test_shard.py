@@ -45,15 +45,15 @@ class CountingStore:
         self.ranges: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, if_match: str = "") -> bytes:
         with self._lock:
             self.gets[key] += 1
-        return self.inner.get(key)
+        return self.inner.get(key, if_match=if_match)
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(self, key: str, start: int, length: int, *, if_match: str = "") -> bytes:
         with self._lock:
             self.ranges[key] += 1
-        return self.inner.get_range(key, start, length)
+        return self.inner.get_range(key, start, length, if_match=if_match)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         return self.inner.list(prefix)

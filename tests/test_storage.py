@@ -12,6 +12,7 @@ import pytest
 
 from scintiflow.settings import Settings
 from scintiflow.storage import (
+    ChangedSinceListingError,
     InvalidKeyError,
     KeyExistsError,
     KeyNotFoundError,
@@ -114,6 +115,29 @@ def test_listing_fingerprint_changes_with_the_bytes(store: ObjectStore) -> None:
     time.sleep(0.01)  # a folder's fingerprint holds the mtime in ns
     store.put("f/a.bin", b"two")
     assert next(iter(store.list("f/"))).fingerprint != first
+
+
+def test_a_read_pinned_to_the_listing_refuses_a_replaced_object(store: ObjectStore) -> None:
+    """`if_match` = the listing's fingerprint: the listed version reads, a replaced one does
+    not (a storage error, not an input fault: the next run lists the new version)."""
+    store.put("p/a.dcm", b"listed version")
+    pin = next(iter(store.list("p/"))).fingerprint
+    assert store.get("p/a.dcm", if_match=pin) == b"listed version"
+    assert store.get_range("p/a.dcm", 0, 6, if_match=pin) == b"listed"
+    time.sleep(0.01)  # a folder's fingerprint holds the mtime in ns
+    store.put("p/a.dcm", b"replaced after the listing")
+    for read in (
+        lambda: store.get("p/a.dcm", if_match=pin),
+        lambda: store.get_range("p/a.dcm", 0, 6, if_match=pin),
+    ):
+        with pytest.raises(ChangedSinceListingError) as caught:
+            read()
+        assert caught.value.reason == "changed_since_listing"
+        assert not caught.value.input_fault
+        assert not caught.value.permanent
+    assert store.get("p/a.dcm") == b"replaced after the listing"  # unpinned: what is there
+    fresh = next(iter(store.list("p/"))).fingerprint
+    assert store.get("p/a.dcm", if_match=fresh) == b"replaced after the listing"
 
 
 def test_copy(store: ObjectStore) -> None:

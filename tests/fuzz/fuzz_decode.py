@@ -40,10 +40,10 @@ class _OneObject:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, if_match: str = "") -> bytes:
         return self.data
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(self, key: str, start: int, length: int, *, if_match: str = "") -> bytes:
         return self.data[max(0, start) : max(0, start) + max(0, length)]
 
 

@@ -26,14 +26,14 @@ class CountingStore(LocalStore):
         self.transferred = 0
         self.gets = 0
 
-    def get(self, key: str) -> bytes:
-        data = super().get(key)
+    def get(self, key: str, *, if_match: str = "") -> bytes:
+        data = super().get(key, if_match=if_match)
         self.gets += 1
         self.transferred += len(data)
         return data
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        data = super().get_range(key, start, length)
+    def get_range(self, key: str, start: int, length: int, *, if_match: str = "") -> bytes:
+        data = super().get_range(key, start, length, if_match=if_match)
         self.transferred += len(data)
         return data
 

@@ -31,9 +31,9 @@ class _Counting(LocalStore):
         super().__init__(root)
         self.calls: Counter[str] = Counter()
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, if_match: str = "") -> bytes:
         self.calls["get"] += 1
-        return super().get(key)
+        return super().get(key, if_match=if_match)
 
 
 def test_an_object_over_the_limit_is_refused_without_being_fetched(tmp_path: Path) -> None:

@@ -23,6 +23,10 @@ NM_IMAGE_STORAGE_RETIRED: Final = "1.2.840.10008.5.1.4.1.1.5"
 
 STORAGE_ERRORS: Final[dict[str, str]] = {
     "missing_object": "The object was listed but had disappeared when it was read.",
+    "changed_since_listing": (
+        "The object was replaced after it was listed (its ETag or mtime changed); the next "
+        "run reads the new version."
+    ),
     "s3_error": "The object could not be read from S3 (the store kept failing after retries).",
     "missing_bucket": "The bucket holding the object does not exist (any more).",
     "read_error": "The object could not be read from its folder (permissions or an I/O error).",

@@ -72,6 +72,7 @@ def read_object(
     patient_hash_key: bytes,
     preferred_view: str = "anterior",
     max_bytes: int = MAX_OBJECT_BYTES,
+    pin: str = "",
 ) -> tuple[DecodedObject, bytes | None]:
     """Fetch, hash and decode one object once: its outcome and its bytes (None when the
     store could not give them). Storage and decode failures become reason codes.
@@ -79,14 +80,16 @@ def read_object(
     `patient_hash_key` keys the Patient ID hash (production: the settings' PHI hash key).
     An object larger than `max_bytes` is not fetched: one ranged read of the byte just past
     the limit proves it too large (`too_large`, no bytes, no hash); one that grew past the
-    limit between that probe and the fetch is refused the same way.
+    limit between that probe and the fetch is refused the same way. `pin`: the listing's
+    fingerprint; both reads are conditional on it (`changed_since_listing`, a storage error,
+    when the object was replaced after the listing).
     """
     if max_bytes < 1:
         raise ValueError("max_bytes must be positive")
     try:
-        if store.get_range(key, max_bytes, 1):
+        if store.get_range(key, max_bytes, 1, if_match=pin):
             return _too_large(key, max_bytes), None
-        data = store.get(key)
+        data = store.get(key, if_match=pin)
     except StoreError as exc:
         failed = DecodedObject(
             key, 0, None, None, exc.reason, str(exc), storage_error=not exc.input_fault

@@ -211,10 +211,19 @@ def run_shard(
     spec: ShardSpec,
     ref: ModelRef,
     hash_key: bytes,
+    pins: Mapping[str, str | None] | None = None,
 ) -> ShardResult:
-    """`process_shard` with the run's model, loaded and opened once per process."""
+    """`process_shard` with the run's model, loaded and opened once per process; `pins`:
+    the listing's fingerprints of `keys` (reads conditional on them)."""
     return process_shard(
-        source, dest, keys, spec, hash_key=hash_key, engine=engine_for(ref), model=model_for(ref)
+        source,
+        dest,
+        keys,
+        spec,
+        hash_key=hash_key,
+        engine=engine_for(ref),
+        model=model_for(ref),
+        pins=pins,
     )
 
 
@@ -487,7 +496,8 @@ def night_loop(
     results = []
     for spec, keys in zip(specs, plan, strict=True):
         try:
-            results.append(run_shard(source, dest, keys, spec, ref, hash_key))
+            pins = {k: listing[k] for k in keys}
+            results.append(run_shard(source, dest, keys, spec, ref, hash_key, pins))
         except Exception as exc:  # the shard's keys are retried by the next run
             log.error(
                 "shard %d failed (%s): its inputs end shard_failed", spec.index, type(exc).__name__

@@ -2,9 +2,11 @@
 
     result = process_shard(source, dest, keys, spec, hash_key=key, engine=engine, model=sm)
 
-For each object, `process_shard` fetches it once, hashes it once and decodes it once, then
-builds its check row; the suite's row expectations (one GX validation of the shard's table)
-decide quarantine before scoring, and rejected files are copied aside from the bytes in hand.
+For each object, `process_shard` fetches it once (conditional on the listing's fingerprint
+when `pins` gives it: an object replaced since the listing is a storage error), hashes it
+once and decodes it once, then builds its check row; the suite's row expectations (one GX
+validation of the shard's table) decide quarantine before scoring, and rejected files are
+copied aside from the bytes in hand.
 Accepted images are scored in engine batches; each one's heatmap PNGs, the report's two
 thumbnails and its DICOM Secondary Capture are written into the run folder. The returned
 `ShardResult` holds no pixels and no identifiers: check rows (image facts), keyed hashes of
@@ -21,9 +23,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from scintiflow.checks.table import DuplicateTracker, checks_row
@@ -138,18 +140,23 @@ def _fetch_one(
     hash_key: bytes,
     model: ScoringModel | None,
     retries: tuple[int, float] = (0, 0.0),
+    pin: str = "",
 ) -> _Fetched:
     """Fetch, hash and decode one object once; its check row and (if decoded) model input.
 
     A storage error (not an input fault) is retried `retries[0]` times with a growing delay
-    from `retries[1]` seconds; if it persists the object is returned with `storage_error`."""
+    from `retries[1]` seconds; if it persists the object is returned with `storage_error`.
+    `pin`: the listing's fingerprint of the key (reads are conditional on it)."""
     count, delay = retries
-    obj, data = read_object(source, key, patient_hash_key=hash_key, preferred_view=view)
+    read = partial(
+        read_object, source, key, patient_hash_key=hash_key, preferred_view=view, pin=pin
+    )
+    obj, data = read()
     for attempt in range(count):
-        if not obj.storage_error:
-            break
+        if not obj.storage_error or obj.reason == "changed_since_listing":
+            break  # a changed object stays changed: the next run lists it again
         time.sleep(delay * 2**attempt)
-        obj, data = read_object(source, key, patient_hash_key=hash_key, preferred_view=view)
+        obj, data = read()
     if obj.storage_error:
         log.warning("an input was not read after %d retries (%s)", count, obj.reason)
         return _Fetched(obj, None, {}, None)
@@ -176,10 +183,12 @@ def process_shard(
     hash_key: bytes,
     engine: Engine | None = None,
     model: ScoringModel | None = None,
+    pins: Mapping[str, str | None] | None = None,
 ) -> ShardResult:
     """Check, quarantine and (with an engine) score one shard of keys; see the module doc.
 
     Without `engine`/`model` the shard only checks and quarantines (`scintiflow check`).
+    `pins`: key -> listing fingerprint; each read is conditional on it.
     """
     from scintiflow.inference.score import _torch_threads_for
 
@@ -193,6 +202,7 @@ def process_shard(
             workers=spec.workers,
             model=model,
             retries=(spec.read_retries, spec.retry_delay_s),
+            pins=pins,
         )
         t_read = time.perf_counter()
         fetched, not_read = split_unread(everything)
@@ -225,13 +235,18 @@ def read_shard(
     workers: int = 2,
     model: ScoringModel | None = None,
     retries: tuple[int, float] = (0, 0.0),
+    pins: Mapping[str, str | None] | None = None,
 ) -> list[_Fetched]:
     """Fetch, hash and decode every key once (thread pool, key order kept); its check row.
 
-    `retries`: (count, first delay in s) for storage errors."""
+    `retries`: (count, first delay in s) for storage errors; `pins`: key -> listing
+    fingerprint (reads conditional on it)."""
+    pins = pins or {}
     return list(
         bounded_map(
-            lambda k: _fetch_one(source, k, preferred_view, hash_key, model, retries),
+            lambda k: _fetch_one(
+                source, k, preferred_view, hash_key, model, retries, pins.get(k) or ""
+            ),
             keys,
             workers=max(1, workers),
         )

@@ -1,6 +1,7 @@
 """Object storage behind one protocol (`ObjectStore`): a local folder or an S3 bucket."""
 
 from scintiflow.storage.stores import (
+    ChangedSinceListingError,
     InvalidKeyError,
     KeyExistsError,
     KeyNotFoundError,
@@ -15,6 +16,7 @@ from scintiflow.storage.stores import (
 )
 
 __all__ = [
+    "ChangedSinceListingError",
     "InvalidKeyError",
     "KeyExistsError",
     "KeyNotFoundError",

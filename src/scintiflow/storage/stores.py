@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
@@ -70,6 +70,14 @@ class KeyNotFoundError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else self.reason
+
+
+class ChangedSinceListingError(StoreError):
+    """`get(..., if_match=fingerprint)`: the object is no longer the one that was listed
+    (replaced or rewritten in between). Storage, not the scan: the input is read again by
+    the next run, which lists it afresh."""
+
+    reason = "changed_since_listing"
 
 
 class KeyExistsError(StoreError):
@@ -129,12 +137,15 @@ class ObjectStore(Protocol):
         """Objects whose key starts with `prefix`, in lexicographic key order, lazily."""
         ...
 
-    def get(self, key: str) -> bytes:
-        """The object's bytes; `KeyNotFoundError` when absent."""
+    def get(self, key: str, *, if_match: str = "") -> bytes:
+        """The object's bytes; `KeyNotFoundError` when absent. `if_match`: the fingerprint
+        the listing gave (`ObjectInfo.fingerprint`); `ChangedSinceListingError` when the
+        object is no longer that one."""
         ...
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        """Up to `length` bytes from offset `start` (fewer at the end of the object)."""
+    def get_range(self, key: str, start: int, length: int, *, if_match: str = "") -> bytes:
+        """Up to `length` bytes from offset `start` (fewer at the end of the object);
+        `if_match` as for `get`."""
         ...
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
@@ -204,7 +215,7 @@ class LocalStore:
                 # never read: `get` refuses them with a reason code of their own.
                 st = entry.stat(follow_symlinks=False)
                 kind = "mtime" if entry.is_file(follow_symlinks=False) else "special"
-                yield ObjectInfo(key, st.st_size, f"{kind}:{st.st_mtime_ns}:{st.st_size}")
+                yield ObjectInfo(key, st.st_size, _local_fingerprint(kind, st))
 
     def _regular(self, key: str) -> Path:
         """The path of a regular file under the root (symlinks refused, never followed)."""
@@ -229,25 +240,34 @@ class LocalStore:
         if not self.root.is_dir():
             raise StoreError(f"the folder {self.url} does not exist", reason="missing_source")
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, if_match: str = "") -> bytes:
         path = self._regular(key)
         try:
-            return path.read_bytes()
+            with path.open("rb") as fh:
+                self._pinned(fh, key, if_match)
+                return fh.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFoundError(f"no object at {key!r} in {self.url}") from None
         except OSError as exc:  # permissions, I/O errors: storage, not the scan
             raise StoreError(f"cannot read {key!r}: {exc.strerror}", reason="read_error") from None
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(self, key: str, start: int, length: int, *, if_match: str = "") -> bytes:
         path = self._regular(key)
         try:
             with path.open("rb") as fh:
+                self._pinned(fh, key, if_match)
                 fh.seek(max(0, start))
                 return fh.read(max(0, length))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyNotFoundError(f"no object at {key!r} in {self.url}") from None
         except OSError as exc:
             raise StoreError(f"cannot read {key!r}: {exc.strerror}", reason="read_error") from None
+
+    def _pinned(self, fh: BinaryIO, key: str, if_match: str) -> None:
+        """The open file is the one listed: puts replace files whole (rename), so the
+        descriptor's own mtime and size say which version it reads."""
+        if if_match and _local_fingerprint("mtime", os.fstat(fh.fileno())) != if_match:
+            raise ChangedSinceListingError(f"{key!r} changed since it was listed in {self.url}")
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         path = self._path(key)
@@ -318,6 +338,8 @@ class S3Store:
         code = _error_code(exc)
         if code in ("NoSuchKey", "404", "NotFound"):
             return KeyNotFoundError(f"no object at {key!r} in {self.url}")
+        if code in ("PreconditionFailed", "412") and action == "get":
+            return ChangedSinceListingError(f"{key!r} changed since it was listed in {self.url}")
         if code in ("PreconditionFailed", "412"):
             return KeyExistsError(f"object {key!r} already exists in {self.url}")
         if code == "NoSuchBucket":
@@ -346,22 +368,27 @@ class S3Store:
                 raise
             raise self._error(exc, "list", prefix) from exc
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, if_match: str = "") -> bytes:
         try:
-            response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
+            response = self._client.get_object(
+                Bucket=self.bucket, Key=self._full(key), **_if_match(if_match)
+            )
             return bytes(response["Body"].read())
         except Exception as exc:
             if not _is_boto_error(exc):
                 raise
             raise self._error(exc, "get", key) from exc
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def get_range(self, key: str, start: int, length: int, *, if_match: str = "") -> bytes:
         if length <= 0:
             return b""
         first = max(0, start)
         try:
             response = self._client.get_object(
-                Bucket=self.bucket, Key=self._full(key), Range=f"bytes={first}-{first + length - 1}"
+                Bucket=self.bucket,
+                Key=self._full(key),
+                Range=f"bytes={first}-{first + length - 1}",
+                **_if_match(if_match),
             )
             return bytes(response["Body"].read())
         except Exception as exc:
@@ -455,6 +482,22 @@ def _make_s3_client(
         response_checksum_validation="when_supported",
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _local_fingerprint(kind: str, st: os.stat_result) -> str:
+    return f"{kind}:{st.st_mtime_ns}:{st.st_size}"
+
+
+def _if_match(fingerprint: str) -> dict[str, str]:
+    """GetObject's `IfMatch` for a listing fingerprint (`etag:<etag>:<size>`); none without
+    one. S3 answers 412 PreconditionFailed when the object's ETag is no longer that one."""
+    if not fingerprint:
+        return {}
+    kind, _, rest = fingerprint.partition(":")
+    etag = rest.rpartition(":")[0]
+    if kind != "etag" or not etag:
+        raise ValueError(f"not an S3 listing fingerprint: {fingerprint!r}")
+    return {"IfMatch": f'"{etag}"'}
 
 
 def _is_boto_error(exc: Exception) -> bool:
