@@ -21,6 +21,7 @@ data docs, `checks.json`, drift, the accounting) is `pipeline.merge`.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -217,6 +218,11 @@ def process_shard(
         t_check = time.perf_counter()
         if engine is not None and model is not None:
             _score(source, dest, accepted, spec, engine, model, result)
+    # GX's validation raises and catches thousands of pydantic errors per shard; their
+    # tracebacks are reference cycles that only a full collection frees, and with torch, ORT
+    # and GX loaded Python's own full collections are rare: without this the resident set
+    # grew about 30 MiB per shard of 256 (docs/benchmarks.md, scale).
+    gc.collect()
     done = time.perf_counter()
     result.timings = {
         "read_decode": round(t_read - started, 4),
