@@ -93,12 +93,13 @@ def _gather(source: ObjectStore, results: ObjectStore, study: Study) -> None:
 
 
 def _print_to_store(
-    results: ObjectStore, html_text: str, key: str, browser: str | os.PathLike[str], timeout: float
+    results: ObjectStore, page: bytes, key: str, browser: str | os.PathLike[str], timeout: float
 ) -> tuple[str, str]:
-    """Print the page to PDF in a private temp folder (it holds PHI; removed after)."""
+    """Print the page (UTF-8 HTML) to PDF in a private temp folder (it holds PHI; removed
+    after)."""
     with tempfile.TemporaryDirectory(prefix="scintiflow-report-") as tmp:
         html_path, pdf_path = Path(tmp) / layout.REPORT_HTML, Path(tmp) / layout.REPORT_PDF
-        html_path.write_text(html_text, encoding="utf-8")
+        html_path.write_bytes(page)
         print_pdf(html_path, pdf_path, browser=browser, timeout_s=timeout)
         w = put_bytes(results, key, pdf_path.read_bytes())
     return w.key, w.sha256
@@ -128,12 +129,15 @@ def render_report(
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="report") as pool:
         list(pool.map(lambda s: _gather(source, results, s), studies))
     html_text = render_html(inp, studies, dest_prefix=dest)
-    for study in studies:  # identifiers are not kept past rendering
-        study.identifiers = None
-    html = put_bytes(results, f"{dest}/{layout.REPORT_HTML}", html_text.encode("utf-8"))
+    for study in studies:  # identifiers are not kept past rendering; the thumbnails are in
+        study.identifiers = None  # the page now (about 9 KB a study: freed before encoding)
+        study.scan_uri = study.overlay_uri = None
+    page = html_text.encode("utf-8")
+    del html_text  # one copy of the page from here on (a 10k-study page is about 110 MB)
+    html = put_bytes(results, f"{dest}/{layout.REPORT_HTML}", page)
     written = {html.key: html.sha256}
     problems = Counter(p for s in studies for p in s.problems)
-    pdf_key, pdf_error = _pdf(results, html_text, dest, browser, pdf_timeout_s, len(studies))
+    pdf_key, pdf_error = _pdf(results, page, dest, browser, pdf_timeout_s, len(studies))
     if pdf_key is not None:
         written[pdf_key[0]] = pdf_key[1]
     log.info(
@@ -154,7 +158,7 @@ def render_report(
 
 def _pdf(
     results: ObjectStore,
-    html_text: str,
+    page: bytes,
     dest: str,
     browser: str | os.PathLike[str] | None,
     timeout_s: float | None,
@@ -165,9 +169,7 @@ def _pdf(
         return None, None
     timeout = pdf_timeout(studies) if timeout_s is None else timeout_s
     try:
-        return _print_to_store(
-            results, html_text, f"{dest}/{layout.REPORT_PDF}", browser, timeout
-        ), None
+        return _print_to_store(results, page, f"{dest}/{layout.REPORT_PDF}", browser, timeout), None
     except ReportError as exc:
         log.warning("report: PDF not written (%s): %s", exc.reason, exc)
         return None, exc.reason
