@@ -50,6 +50,7 @@ def _child(root: str) -> None:
                 "timings": m.get("timings_s", {}),
                 "counts": m.get("counts", {}),
                 "peak_rss_mib": peak_rss_bytes() / 2**20,
+                "report_pdf_error": m.get("report_pdf_error"),
                 "status": m.get("status"),
             }
         )
@@ -83,8 +84,8 @@ def _measure(n: int, base: Path) -> dict[str, object]:
 def _table(rows: list[dict[str, object]]) -> str:
     lines = [
         "| studies | inputs | scored + quarantined | lost | wall s | img/s | before publish s "
-        "| report + publish s | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| report + publish s | PDF | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         counts: dict[str, int] = r["counts"]  # type: ignore[assignment]
@@ -95,7 +96,8 @@ def _table(rows: list[dict[str, object]]) -> str:
         lines.append(
             f"| {r['n']} | {counts.get('inputs', 0)} | {done} | {counts.get('inputs', 0) - done} "
             f"| {total:.0f} | {counts.get('inputs', 0) / total:.1f} | {before:.0f} "
-            f"| {total - before:.0f} | {float(r['peak_rss_mib']):.0f} |"  # type: ignore[arg-type]
+            f"| {total - before:.0f} | {r.get('report_pdf_error') or 'written'} "
+            f"| {float(r['peak_rss_mib']):.0f} |"  # type: ignore[arg-type]
         )
     cpu = os.cpu_count()
     lines.append("")

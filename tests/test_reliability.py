@@ -374,6 +374,26 @@ def test_an_empty_night_is_published_complete_with_zero_inputs(
     assert any("no exports" in r.getMessage() for r in caplog.records)
 
 
+def test_a_pdf_that_was_not_written_is_named_in_the_manifest(
+    prepared: Prepared, night_store: LocalStore
+) -> None:
+    """The HTML report is published; the missing PDF is in the manifest, not only the log."""
+    run = night_loop(
+        N,
+        night_store,
+        night_store,
+        prepared.ref,
+        cfg=CFG,
+        hash_key=HASH_KEY,
+        browser="/nonexistent/chromium",
+    )
+    assert run.manifest is not None
+    assert run.manifest["status"] == "complete"
+    assert run.manifest["report_pdf_error"] == "browser_unavailable"
+    assert night_store.exists(run.manifest["report"])
+    assert not any(k.endswith("/report.pdf") for k in run.manifest["outputs"])
+
+
 def test_a_symlink_is_quarantined_with_its_own_code_and_carried_forward(
     prepared: Prepared, night_store: LocalStore, tmp_path: Path
 ) -> None:

@@ -355,6 +355,7 @@ def prepare_run(
         "checks": dict(checks) if checks else None,
         "drift": dict(drift) if drift else None,
         "report": None,
+        "report_pdf_error": None,
         "superseded": sorted(superseded),
         "timings_s": dict(timings or {}),
         **dict(extra or {}),
@@ -369,6 +370,7 @@ def finish_run(
     *,
     report_key: str | None = None,
     report_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+    report_pdf_error: str | None = None,
     fail_before_manifest: bool = False,
     lease_s: float = 120.0,
 ) -> PublishResult:
@@ -376,7 +378,8 @@ def finish_run(
 
     `latest.json` and the ledger come after, in `outputs.runs.complete_run`: every one of
     those writes can be redone from the manifest. `report_outputs`: key -> {sha256, size} of
-    what the report step wrote. `lease_s`: how long the claim stays this run's before another
+    what the report step wrote; `report_pdf_error`: its reason code when the PDF was not
+    written (the manifest says so; the HTML is there either way). `lease_s`: how long the claim stays this run's before another
     run may take it over. `fail_before_manifest` raises `InjectedFaultError` after
     verification, before the claim (crash injection).
     """
@@ -386,6 +389,7 @@ def finish_run(
     if own:
         _verify_listed(store, draft.prefix, expected, draft.needed)
     manifest["report"] = report_key
+    manifest["report_pdf_error"] = report_pdf_error
     manifest["outputs"] = dict(sorted(expected.items())) if own else {}
     if fail_before_manifest:
         raise InjectedFaultError(f"injected fault before the manifest of run {draft.run_id}")

@@ -393,6 +393,7 @@ def publish_night(
         draft,
         report_key=report.html_key,
         report_outputs=report.outputs,
+        report_pdf_error=report.pdf_error,
         fail_before_manifest=fail_before_manifest,
         lease_s=cfg.lease_s,
     )
