@@ -379,9 +379,9 @@ def finish_run(
     `latest.json` and the ledger come after, in `outputs.runs.complete_run`: every one of
     those writes can be redone from the manifest. `report_outputs`: key -> {sha256, size} of
     what the report step wrote; `report_pdf_error`: its reason code when the PDF was not
-    written (the manifest says so; the HTML is there either way). `lease_s`: how long the claim stays this run's before another
-    run may take it over. `fail_before_manifest` raises `InjectedFaultError` after
-    verification, before the claim (crash injection).
+    written (the manifest says so; the HTML is there either way). `lease_s`: how long the
+    claim stays this run's before another run may take it over. `fail_before_manifest`
+    raises `InjectedFaultError` after verification, before the claim (crash injection).
     """
     manifest = dict(draft.manifest)
     expected = {**draft.expected, **{k: dict(v) for k, v in (report_outputs or {}).items()}}
