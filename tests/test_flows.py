@@ -407,6 +407,8 @@ def test_demo_tells_the_whole_story(prefect_api: None, tmp_path: Path) -> None:
     for m in runs:
         assert f"report:      {store.url_for(m['report'])}" in res.output
         assert store.exists(m["report"].replace("report.html", "report.pdf"))
+        assert m["report_pdf_error"] is None
+        assert m["report_pdf_studies"] == m["counts"]["scored"]  # a small night: every row
     # flows.demo.run_demo tells its observer each step as it runs: the CLI narrates them in
     # order, each step's rule before what the step did
     rules = [

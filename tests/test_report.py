@@ -557,6 +557,26 @@ def test_template_ships_as_package_data() -> None:
     assert f"outputs/report/templates/*{Path(TEMPLATE).suffix}" in data
 
 
+def _cards(page: str) -> dict[str, str]:
+    return dict(re.findall(r'id="count-([\w-]+)">\s*<div class="n">([^<]*)<', page))
+
+
+def test_a_limited_page_lists_the_first_rows_and_keeps_every_count(run: Run) -> None:
+    """The PDF of a large night: the first rows of the worklist, the counts of all."""
+    from scintiflow.outputs.report.page import Study
+
+    ordered = worklist_order(_all_rows(run))
+    studies = [Study(row=r, rank=i + 1) for i, r in enumerate(ordered)]
+    full = render_html(run.inp, studies, dest_prefix=PREFIX)
+    short = render_html(run.inp, studies, dest_prefix=PREFIX, limit=2)
+    assert len(studies) > 2
+    assert [r["data-key"] for r in _parse(short).rows] == [r["key"] for r in ordered[:2]]
+    assert f'data-omitted="{len(studies) - 2}"' in short
+    assert 'id="omitted"' not in full
+    assert _cards(short) == _cards(full)
+    assert len(_cards(full)) >= 4
+
+
 def test_missing_browser_fails_the_pdf_with_a_reason_and_keeps_the_html(run: Run) -> None:
     dest = f"{PREFIX}/no-browser"
     out = render_report(
@@ -624,6 +644,21 @@ def test_browser_screenshot_is_not_blank(run: Run, tmp_path: Path) -> None:
     assert rgb.std() > 10
     assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50
     print(f"report screenshot: {png}")
+
+
+@pytest.mark.browser
+@has_browser
+def test_a_large_nights_pdf_lists_the_first_studies(run: Run) -> None:
+    dest = f"{PREFIX}/capped"
+    out = render_report(run.store, run.inp, dest_prefix=dest, source=run.store, pdf_max_studies=2)
+    assert out.pdf_error is None
+    assert (out.studies, out.pdf_studies) == (run.rendered.studies, 2)
+    assert run.rendered.pdf_studies == run.rendered.studies  # under the limit: every row
+    assert run.rendered.pdf_key is not None
+    assert out.pdf_key is not None
+    capped = pdf_page_count(run.store.get(out.pdf_key))
+    assert capped < pdf_page_count(run.store.get(run.rendered.pdf_key))
+    assert len(_parse(run.store.get(out.html_key).decode()).rows) == out.studies  # HTML: all
 
 
 @pytest.mark.browser

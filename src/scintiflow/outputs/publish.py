@@ -356,6 +356,7 @@ def prepare_run(
         "drift": dict(drift) if drift else None,
         "report": None,
         "report_pdf_error": None,
+        "report_pdf_studies": 0,
         "superseded": sorted(superseded),
         "timings_s": dict(timings or {}),
         **dict(extra or {}),
@@ -371,6 +372,7 @@ def finish_run(
     report_key: str | None = None,
     report_outputs: Mapping[str, Mapping[str, Any]] | None = None,
     report_pdf_error: str | None = None,
+    report_pdf_studies: int = 0,
     fail_before_manifest: bool = False,
     lease_s: float = 120.0,
 ) -> PublishResult:
@@ -379,7 +381,8 @@ def finish_run(
     `latest.json` and the ledger come after, in `outputs.runs.complete_run`: every one of
     those writes can be redone from the manifest. `report_outputs`: key -> {sha256, size} of
     what the report step wrote; `report_pdf_error`: its reason code when the PDF was not
-    written (the manifest says so; the HTML is there either way). `lease_s`: how long the
+    written (the manifest says so; the HTML is there either way); `report_pdf_studies`: the
+    worklist rows the PDF lists (a large night's PDF lists the first ones). `lease_s`: how long the
     claim stays this run's before another run may take it over. `fail_before_manifest`
     raises `InjectedFaultError` after verification, before the claim (crash injection).
     """
@@ -390,6 +393,7 @@ def finish_run(
         _verify_listed(store, draft.prefix, expected, draft.needed)
     manifest["report"] = report_key
     manifest["report_pdf_error"] = report_pdf_error
+    manifest["report_pdf_studies"] = report_pdf_studies
     manifest["outputs"] = dict(sorted(expected.items())) if own else {}
     if fail_before_manifest:
         raise InjectedFaultError(f"injected fault before the manifest of run {draft.run_id}")

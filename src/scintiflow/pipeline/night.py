@@ -343,6 +343,7 @@ class NightReport:
     html_key: str | None
     outputs: dict[str, dict[str, Any]]
     pdf_error: str | None = None
+    pdf_studies: int = 0
 
 
 def render_night_report(
@@ -372,9 +373,8 @@ def render_night_report(
         model_name=model_name,
     )
     out = render_report(dest, inp, dest_prefix=draft.prefix, source=source, browser=browser)
-    return NightReport(
-        out.html_key, {k: {"sha256": v} for k, v in out.written.items()}, out.pdf_error
-    )
+    written = {k: {"sha256": v} for k, v in out.written.items()}
+    return NightReport(out.html_key, written, out.pdf_error, out.pdf_studies)
 
 
 def publish_night(
@@ -394,6 +394,7 @@ def publish_night(
         report_key=report.html_key,
         report_outputs=report.outputs,
         report_pdf_error=report.pdf_error,
+        report_pdf_studies=report.pdf_studies,
         fail_before_manifest=fail_before_manifest,
         lease_s=cfg.lease_s,
     )

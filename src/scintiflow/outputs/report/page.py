@@ -171,8 +171,13 @@ def _partial_view(inp: ReportInput) -> dict[str, Any] | None:
     return {"n": inp.unaccounted, "reasons": reasons}
 
 
-def render_html(inp: ReportInput, studies: Sequence[Study], *, dest_prefix: str) -> str:
-    """The report page for studies in worklist order; links relative to `dest_prefix`."""
+def render_html(
+    inp: ReportInput, studies: Sequence[Study], *, dest_prefix: str, limit: int | None = None
+) -> str:
+    """The report page for studies in worklist order; links relative to `dest_prefix`.
+
+    `limit`: list only the first `limit` studies of the worklist (the PDF of a large night);
+    the counts still cover every study, and the page says how many rows are left out."""
     from jinja2 import Environment, StrictUndefined
 
     from scintiflow import __version__
@@ -194,7 +199,8 @@ def render_html(inp: ReportInput, studies: Sequence[Study], *, dest_prefix: str)
         cards=_cards(inp, views),
         reason_rows=reason_rows,
         inp=inp,
-        studies=views,
+        studies=views if limit is None else views[:limit],
+        omitted=0 if limit is None else max(0, len(views) - limit),
         version=__version__,
         disclaimer=DISCLAIMER,
         rendered_at=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",

@@ -31,6 +31,9 @@ from scintiflow.storage.jsonio import put_bytes
 
 log = logging.getLogger(__name__)
 
+PDF_MAX_STUDIES = 2000
+"""Worklist rows in `report.pdf` at most (the first, in worklist order; `report.html` lists
+every study): headless Chromium wrote no PDF for a 10,000-study page, and printed 5,000."""
 HEADER_FIRST_BYTES = 8192
 """The first ranged read of each export's header: scintigraphy headers are 1-4 KiB."""
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -49,6 +52,7 @@ class RenderedReport:
     pdf_key: str | None
     studies: int
     pdf_error: str | None = None  # a `REPORT_REASONS` code when the PDF step failed
+    pdf_studies: int = 0  # worklist rows the PDF lists (all, or the first `pdf_max_studies`)
     problems: dict[str, int] = field(default_factory=dict)  # reason code -> studies
     written: dict[str, str] = field(default_factory=dict)  # key -> sha256
 
@@ -114,6 +118,7 @@ def render_report(
     browser: str | os.PathLike[str] | None = DEFAULT_BROWSER,
     pdf_timeout_s: float | None = None,
     workers: int | None = None,
+    pdf_max_studies: int = PDF_MAX_STUDIES,
 ) -> RenderedReport:
     """Write `report.html` and `report.pdf` under `dest_prefix` in `results`.
 
@@ -121,6 +126,7 @@ def render_report(
     thumbnails and the outputs. `browser=None` skips the PDF; `pdf_timeout_s=None` scales the
     limit with the studies (`browser.pdf_timeout`). A failed PDF is logged with its reason
     code and returned in `pdf_error`; the HTML is written first, so it exists either way.
+    A night of more than `pdf_max_studies` studies gets a PDF of the first that many rows.
     """
     dest = dest_prefix.strip("/")
     ordered = worklist_order([*inp.rows, *inp.carried_rows])
@@ -129,6 +135,12 @@ def render_report(
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="report") as pool:
         list(pool.map(lambda s: _gather(source, results, s), studies))
     html_text = render_html(inp, studies, dest_prefix=dest)
+    in_pdf = min(len(studies), max(1, pdf_max_studies))
+    printed = (
+        render_html(inp, studies, dest_prefix=dest, limit=in_pdf).encode("utf-8")
+        if in_pdf < len(studies) and browser is not None
+        else None
+    )
     for study in studies:  # identifiers are not kept past rendering; the thumbnails are in
         study.identifiers = None  # the page now (about 9 KB a study: freed before encoding)
         study.scan_uri = study.overlay_uri = None
@@ -137,7 +149,8 @@ def render_report(
     html = put_bytes(results, f"{dest}/{layout.REPORT_HTML}", page)
     written = {html.key: html.sha256}
     problems = Counter(p for s in studies for p in s.problems)
-    pdf_key, pdf_error = _pdf(results, page, dest, browser, pdf_timeout_s, len(studies))
+    pdf_page = page if printed is None else printed
+    pdf_key, pdf_error = _pdf(results, pdf_page, dest, browser, pdf_timeout_s, in_pdf)
     if pdf_key is not None:
         written[pdf_key[0]] = pdf_key[1]
     log.info(
@@ -151,6 +164,7 @@ def render_report(
         pdf_key=pdf_key[0] if pdf_key else None,
         studies=len(studies),
         pdf_error=pdf_error,
+        pdf_studies=in_pdf if pdf_key is not None else 0,
         problems=dict(sorted(problems.items())),
         written=written,
     )
