@@ -97,9 +97,9 @@ def _publish_r1(p: Prepared, root: Path, **flags: Any) -> subprocess.CompletedPr
     return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
 
 
-def _next_run(p: Prepared, store: LocalStore) -> dict[str, Any]:
+def _next_run(p: Prepared, store: LocalStore, browser: str | None = None) -> dict[str, Any]:
     published = night_loop(
-        N, store, store, p.ref, cfg=CFG, hash_key=HASH_KEY, run_id=new_run_id(), browser=None
+        N, store, store, p.ref, cfg=CFG, hash_key=HASH_KEY, run_id=new_run_id(), browser=browser
     )
     assert published.manifest is not None
     return published.manifest
@@ -378,20 +378,11 @@ def test_a_pdf_that_was_not_written_is_named_in_the_manifest(
     prepared: Prepared, night_store: LocalStore
 ) -> None:
     """The HTML report is published; the missing PDF is in the manifest, not only the log."""
-    run = night_loop(
-        N,
-        night_store,
-        night_store,
-        prepared.ref,
-        cfg=CFG,
-        hash_key=HASH_KEY,
-        browser="/nonexistent/chromium",
-    )
-    assert run.manifest is not None
-    assert run.manifest["status"] == "complete"
-    assert run.manifest["report_pdf_error"] == "browser_unavailable"
-    assert night_store.exists(run.manifest["report"])
-    assert not any(k.endswith("/report.pdf") for k in run.manifest["outputs"])
+    m = _next_run(prepared, night_store, browser="/nonexistent/chromium")
+    assert m["status"] == "complete"
+    assert m["report_pdf_error"] == "browser_unavailable"
+    assert night_store.exists(m["report"])
+    assert not any(k.endswith("/report.pdf") for k in m["outputs"])
 
 
 def test_a_symlink_is_quarantined_with_its_own_code_and_carried_forward(

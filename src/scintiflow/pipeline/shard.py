@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from scintiflow.checks.table import DuplicateTracker, checks_row
 from scintiflow.checks.thresholds import CheckThresholds
 from scintiflow.ingest.objects import DecodedObject, bounded_map, read_object
+from scintiflow.storage import ChangedSinceListingError
 from scintiflow.storage.jsonio import Written, put_bytes
 from scintiflow.storage.layout import sc_key, thumbnail_keys
 
@@ -154,7 +155,7 @@ def _fetch_one(
     )
     obj, data = read()
     for attempt in range(count):
-        if not obj.storage_error or obj.reason == "changed_since_listing":
+        if not obj.storage_error or obj.reason == ChangedSinceListingError.reason:
             break  # a changed object stays changed: the next run lists it again
         time.sleep(delay * 2**attempt)
         obj, data = read()
