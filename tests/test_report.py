@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -575,6 +576,47 @@ def test_a_limited_page_lists_the_first_rows_and_keeps_every_count(run: Run) -> 
     assert 'id="omitted"' not in full
     assert _cards(short) == _cards(full)
     assert len(_cards(full)) >= 4
+
+
+class _ThumbnailCount(LocalStore):
+    """A real LocalStore that counts thumbnail reads (one per study and image)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.thumbnails = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str, *, if_match: str = "") -> bytes:
+        if "/thumbs/" in key or key.startswith("thumbs/"):
+            with self._lock:
+                self.thumbnails += 1
+        return super().get(key, if_match=if_match)
+
+
+def test_rows_images_are_read_a_block_ahead_and_dropped_once_written(run: Run) -> None:
+    """Memory flat in the night: at any point of the page, only the rows of the block being
+    written and of the next one hold identifiers and thumbnails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scintiflow.outputs.report.page import Study
+    from scintiflow.outputs.report.render import GATHER_BLOCK, _block_filler
+
+    scored = [r for r in run.inp.rows if r.get("scan_thumbnail_key")]
+    assert scored
+    rows = [scored[i % len(scored)] for i in range(3 * GATHER_BLOCK + 5)]
+    studies = [Study(row=r, rank=i + 1) for i, r in enumerate(rows)]
+    store = _ThumbnailCount(run.root)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for i, study in enumerate(_block_filler(store, store, pool)(studies)):
+            assert study is studies[i]
+            assert study.identifiers is not None
+            assert study.scan_uri
+            assert study.overlay_uri
+            assert all(s.identifiers is None and s.scan_uri is None for s in studies[:i])
+            block = i // GATHER_BLOCK
+            assert store.thumbnails <= 2 * min(len(studies), (block + 2) * GATHER_BLOCK)
+    assert store.thumbnails == 2 * len(studies)
+    assert all(s.identifiers is None and s.overlay_uri is None for s in studies)
 
 
 def test_missing_browser_fails_the_pdf_with_a_reason_and_keeps_the_html(run: Run) -> None:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from collections import Counter
@@ -60,6 +61,9 @@ class CountingStore:
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         self.inner.put(key, data, if_absent=if_absent)
+
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        self.inner.put_file(key, path)
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)

@@ -66,6 +66,30 @@ def test_put_if_absent_refuses_existing_and_keeps_original(store: ObjectStore) -
     assert store.get("results/manifest.json") == b"first"
 
 
+def test_put_file_streams_a_local_file_and_says_what_it_wrote(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    from scintiflow.storage.jsonio import put_from_file
+
+    page = tmp_path / "page.html"
+    data = os.urandom(3 << 20) + b"tail"  # several copy pieces, not a multiple of one
+    page.write_bytes(data)
+    written = put_from_file(store, "results/run/report.html", page)
+    assert store.get("results/run/report.html") == data
+    assert written.sha256 == hashlib.sha256(data).hexdigest()
+    assert written.size == len(data)
+    page.write_bytes(b"shorter")  # replaces an existing object whole
+    store.put_file("results/run/report.html", page)
+    assert store.get("results/run/report.html") == b"shorter"
+
+
+def test_put_file_of_a_missing_file_writes_nothing(store: ObjectStore, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        store.put_file("results/run/report.html", tmp_path / "absent.html")
+    assert not store.exists("results/run/report.html")
+    assert list(store.list("")) == []
+
+
 def test_get_missing_raises_typed_error(store: ObjectStore) -> None:
     with pytest.raises(KeyNotFoundError) as err:
         store.get("nope/missing.dcm")
@@ -201,7 +225,10 @@ def test_local_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     store.put("x/y.bin", b"1" * 10_000)
     store.put("x/y.bin", b"2" * 10)
+    (tmp_path / "src.bin").write_bytes(b"3" * 5)
+    store.put_file("x/y.bin", tmp_path / "src.bin")
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["y.bin"]
+    assert store.get("x/y.bin") == b"3" * 5
 
 
 def test_local_list_ignores_inflight_temp_files(tmp_path: Path) -> None:

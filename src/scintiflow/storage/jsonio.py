@@ -6,7 +6,9 @@ the hashes it was handed, without reading the objects back.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +48,15 @@ def put_bytes(store: ObjectStore, key: str, data: bytes, *, if_absent: bool = Fa
     return Written(key, sha256_hex(data), len(data))
 
 
+def put_from_file(store: ObjectStore, key: str, path: str | os.PathLike[str]) -> Written:
+    """`store.put_file`, with the `Written` of the bytes it streamed (hashed from the file)."""
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        size = fh.tell()
+    store.put_file(key, path)
+    return Written(key, digest, size)
+
+
 def put_json(store: ObjectStore, key: str, value: Any, *, if_absent: bool = False) -> Written:
     return put_bytes(store, key, json_bytes(value), if_absent=if_absent)
 
@@ -77,6 +88,7 @@ __all__ = [
     "json_bytes",
     "jsonl_bytes",
     "put_bytes",
+    "put_from_file",
     "put_json",
     "read_json",
     "read_json_or_none",

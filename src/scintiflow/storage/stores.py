@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from scintiflow.settings import Settings
 
 _TMP_MARKER = ".scintiflow-tmp-"
+_COPY_CHUNK = 1 << 20  # put_file copies a local file in pieces of 1 MiB
 
 
 class StoreError(Exception):
@@ -152,6 +154,11 @@ class ObjectStore(Protocol):
         """Write atomically; with `if_absent`, raise `KeyExistsError` instead of overwriting."""
         ...
 
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Write a local file's bytes atomically, streamed: an object of any size (the
+        report of a large night) is written without being held in memory."""
+        ...
+
     def exists(self, key: str) -> bool:
         """Whether the object exists."""
         ...
@@ -270,6 +277,16 @@ class LocalStore:
             raise ChangedSinceListingError(f"{key!r} changed since it was listed in {self.url}")
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        self._write(key, lambda fh: fh.write(data), if_absent=if_absent)
+
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        with open(path, "rb") as src:
+            self._write(key, lambda fh: shutil.copyfileobj(src, fh, _COPY_CHUNK))
+
+    def _write(
+        self, key: str, fill: Callable[[BinaryIO], object], *, if_absent: bool = False
+    ) -> None:
+        """`fill` a temp file beside the target, fsync it, then rename (or link) it in."""
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,7 +297,7 @@ class LocalStore:
         tmp = path.parent / f"{_TMP_MARKER}{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as fh:
-                fh.write(data)
+                fill(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             if if_absent:
@@ -399,13 +416,26 @@ class S3Store:
             raise self._error(exc, "get", key) from exc
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
-        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        self._put(key, data, hashlib.sha256(data).digest(), if_absent=if_absent)
+
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        # One PUT streamed from the file (S3 takes up to 5 GB in one), its SHA-256 computed
+        # first so S3 verifies what arrives; the report is the largest object, ~11 KB a study.
+        with open(path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").digest()
+            fh.seek(0)
+            self._put(key, fh, digest)
+
+    def _put(
+        self, key: str, body: bytes | BinaryIO, sha256: bytes, *, if_absent: bool = False
+    ) -> None:
+        digest = base64.b64encode(sha256).decode()
         extra: dict[str, str] = {"IfNoneMatch": "*"} if if_absent else {}
         try:
             response = self._client.put_object(
                 Bucket=self.bucket,
                 Key=self._full(key),
-                Body=data,
+                Body=body,
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=digest,
                 **extra,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import posixpath
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -136,19 +136,24 @@ def _card(id_: str, n: int | None, label: str, css: str = "") -> dict[str, Any]:
     return {"id": id_, "css": css, "n": n, "label": label}
 
 
-def _cards(inp: ReportInput, views: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _cards(inp: ReportInput, studies: Sequence[Study]) -> list[dict[str, Any]]:
     threshold = inp.low_confidence_threshold
     below = f" (below {threshold:.2f})" if threshold is not None else ""
     cards = [_card("inputs", inp.inputs, "files received")] if inp.inputs is not None else []
     cards += [
-        _card("scored", len(views), "scored"),
+        _card("scored", len(studies), "scored"),
         _card(
             "flagged",
-            sum(1 for v in views if v["priority"] < 2),
+            sum(1 for s in studies if priority(s.row) < 2),
             "flagged (abnormal or low confidence)",
             "abn",
         ),
-        _card("low", sum(1 for v in views if v["low"]), "low confidence" + below, "low"),
+        _card(
+            "low",
+            sum(1 for s in studies if s.row.get("low_confidence")),
+            "low confidence" + below,
+            "low",
+        ),
         _card("quarantined", inp.quarantined, "quarantined"),
     ]
     if inp.carried_forward:
@@ -171,19 +176,29 @@ def _partial_view(inp: ReportInput) -> dict[str, Any] | None:
     return {"n": inp.unaccounted, "reasons": reasons}
 
 
-def render_html(
-    inp: ReportInput, studies: Sequence[Study], *, dest_prefix: str, limit: int | None = None
-) -> str:
-    """The report page for studies in worklist order; links relative to `dest_prefix`.
+def page_chunks(
+    inp: ReportInput,
+    studies: Sequence[Study],
+    *,
+    dest_prefix: str,
+    limit: int | None = None,
+    fill: Callable[[Sequence[Study]], Iterable[Study]] | None = None,
+) -> Iterator[str]:
+    """The report page, piece by piece, for studies in worklist order; links relative to
+    `dest_prefix`.
 
     `limit`: list only the first `limit` studies of the worklist (the PDF of a large night);
-    the counts still cover every study, and the page says how many rows are left out."""
+    the counts still cover every study, and the page says how many rows are left out.
+    `fill` gives the listed studies their identifiers and thumbnails as the page reaches
+    them (`render.render_report` reads a block ahead and drops them once written), so a
+    page of any size is written without holding its rows' images; without it the studies
+    are rendered as they are."""
     from jinja2 import Environment, StrictUndefined
 
     from scintiflow import __version__
 
     env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
-    views = [_study_view(s, inp, dest_prefix) for s in studies]
+    listed = list(studies if limit is None else studies[:limit])
     per_class = Counter(str(s.row.get("predicted_label")) for s in studies)
     per_class_low = Counter(
         str(s.row.get("predicted_label")) for s in studies if s.row.get("low_confidence")
@@ -195,12 +210,15 @@ def render_html(
         {"code": c, "n": n, "note": " (not scorable)", "text": inp.reasons.get(c, "")}
         for c, n in inp.failures.items()
     ]
-    return env.from_string(template_text()).render(
-        cards=_cards(inp, views),
+    filled = fill(listed) if fill is not None else listed
+    views = (_study_view(s, inp, dest_prefix) for s in filled)
+    return env.from_string(template_text()).generate(
+        cards=_cards(inp, studies),
         reason_rows=reason_rows,
         inp=inp,
-        studies=views if limit is None else views[:limit],
-        omitted=0 if limit is None else max(0, len(views) - limit),
+        studies=views,
+        listed=len(listed),
+        omitted=len(studies) - len(listed),
         version=__version__,
         disclaimer=DISCLAIMER,
         rendered_at=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
@@ -213,4 +231,19 @@ def render_html(
     )
 
 
-__all__ = ["DISCLAIMER", "TEMPLATE", "Study", "drift_view", "relative", "render_html"]
+def render_html(
+    inp: ReportInput, studies: Sequence[Study], *, dest_prefix: str, limit: int | None = None
+) -> str:
+    """The whole page as one string (`page_chunks` without `fill`: tests and small pages)."""
+    return "".join(page_chunks(inp, studies, dest_prefix=dest_prefix, limit=limit))
+
+
+__all__ = [
+    "DISCLAIMER",
+    "TEMPLATE",
+    "Study",
+    "drift_view",
+    "page_chunks",
+    "relative",
+    "render_html",
+]

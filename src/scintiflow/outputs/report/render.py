@@ -17,23 +17,26 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scintiflow.outputs.report.browser import DEFAULT_BROWSER, pdf_timeout, print_pdf
 from scintiflow.outputs.report.identifiers import read_identifiers
 from scintiflow.outputs.report.inputs import ReportInput, worklist_order
-from scintiflow.outputs.report.page import Study, render_html
+from scintiflow.outputs.report.page import Study, page_chunks
 from scintiflow.outputs.report.reasons import ReportError
 from scintiflow.storage import ObjectStore, StoreError, layout
-from scintiflow.storage.jsonio import put_bytes
+from scintiflow.storage.jsonio import put_from_file
 
 log = logging.getLogger(__name__)
 
 PDF_MAX_STUDIES = 2000
 """Worklist rows in `report.pdf` at most (the first, in worklist order; `report.html` lists
 every study): headless Chromium wrote no PDF for a 10,000-study page, and printed 5,000."""
+GATHER_BLOCK = 64
+"""Studies whose identifiers and thumbnails are read ahead of the page being written."""
 HEADER_FIRST_BYTES = 8192
 """The first ranged read of each export's header: scintigraphy headers are 1-4 KiB."""
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -76,10 +79,11 @@ def _png_uri(results: ObjectStore, key: str) -> str | None:
 
 
 def _gather(source: ObjectStore, results: ObjectStore, study: Study) -> None:
-    """The study's identifiers (header only) and thumbnails (the shard's PNGs)."""
+    """The study's identifiers (header only) and thumbnails (the shard's JPEGs)."""
     from scintiflow.ingest.headers import read_header
 
     row = study.row
+    study.problems = []
     try:
         header = read_header(source, str(row["key"]), first=HEADER_FIRST_BYTES)
     except StoreError:
@@ -96,17 +100,33 @@ def _gather(source: ObjectStore, results: ObjectStore, study: Study) -> None:
         study.problems.append("sc_failed")
 
 
-def _print_to_store(
-    results: ObjectStore, page: bytes, key: str, browser: str | os.PathLike[str], timeout: float
-) -> tuple[str, str]:
-    """Print the page (UTF-8 HTML) to PDF in a private temp folder (it holds PHI; removed
-    after)."""
-    with tempfile.TemporaryDirectory(prefix="scintiflow-report-") as tmp:
-        html_path, pdf_path = Path(tmp) / layout.REPORT_HTML, Path(tmp) / layout.REPORT_PDF
-        html_path.write_bytes(page)
-        print_pdf(html_path, pdf_path, browser=browser, timeout_s=timeout)
-        w = put_bytes(results, key, pdf_path.read_bytes())
-    return w.key, w.sha256
+def _block_filler(
+    source: ObjectStore, results: ObjectStore, pool: ThreadPoolExecutor
+) -> Callable[[Sequence[Study]], Iterator[Study]]:
+    """`page_chunks`'s `fill`: each study's identifiers and thumbnails, read by the pool one
+    block of `GATHER_BLOCK` ahead of the page, and dropped once the page has its row."""
+
+    def fill(studies: Sequence[Study]) -> Iterator[Study]:
+        blocks = [studies[i : i + GATHER_BLOCK] for i in range(0, len(studies), GATHER_BLOCK)]
+
+        def start(block: Sequence[Study]) -> list[Future[None]]:
+            return [pool.submit(_gather, source, results, s) for s in block]
+
+        ahead = start(blocks[0]) if blocks else []
+        for n, block in enumerate(blocks):
+            current, ahead = ahead, start(blocks[n + 1]) if n + 1 < len(blocks) else []
+            for study, done in zip(block, current, strict=True):
+                done.result()
+                yield study
+                study.identifiers = None  # identifiers and images live only while their
+                study.scan_uri = study.overlay_uri = None  # row is being written
+
+    return fill
+
+
+def _write_page(path: Path, chunks: Iterable[str]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(chunks)
 
 
 def render_report(
@@ -127,30 +147,32 @@ def render_report(
     limit with the studies (`browser.pdf_timeout`). A failed PDF is logged with its reason
     code and returned in `pdf_error`; the HTML is written first, so it exists either way.
     A night of more than `pdf_max_studies` studies gets a PDF of the first that many rows.
+
+    Memory does not grow with the night: the page is written to a private temp folder while
+    Jinja2 renders it, each row's identifiers and thumbnails are read a block ahead and
+    dropped once written, and both files are streamed to the store (`put_file`).
     """
     dest = dest_prefix.strip("/")
     ordered = worklist_order([*inp.rows, *inp.carried_rows])
     studies = [Study(row=r, rank=i + 1) for i, r in enumerate(ordered)]
     n_workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="report") as pool:
-        list(pool.map(lambda s: _gather(source, results, s), studies))
-    html_text = render_html(inp, studies, dest_prefix=dest)
     in_pdf = min(len(studies), max(1, pdf_max_studies))
-    printed = (
-        render_html(inp, studies, dest_prefix=dest, limit=in_pdf).encode("utf-8")
-        if in_pdf < len(studies) and browser is not None
-        else None
-    )
-    for study in studies:  # identifiers are not kept past rendering; the thumbnails are in
-        study.identifiers = None  # the page now (about 9 KB a study: freed before encoding)
-        study.scan_uri = study.overlay_uri = None
-    page = html_text.encode("utf-8")
-    del html_text  # one copy of the page from here on (a 10k-study page is about 110 MB)
-    html = put_bytes(results, f"{dest}/{layout.REPORT_HTML}", page)
-    written = {html.key: html.sha256}
-    problems = Counter(p for s in studies for p in s.problems)
-    pdf_page = page if printed is None else printed
-    pdf_key, pdf_error = _pdf(results, pdf_page, dest, browser, pdf_timeout_s, in_pdf)
+    with (
+        ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="report") as pool,
+        tempfile.TemporaryDirectory(prefix="scintiflow-report-") as tmp,  # holds PHI
+    ):
+        fill = _block_filler(source, results, pool)
+        html_path = Path(tmp) / layout.REPORT_HTML
+        _write_page(html_path, page_chunks(inp, studies, dest_prefix=dest, fill=fill))
+        html = put_from_file(results, f"{dest}/{layout.REPORT_HTML}", html_path)
+        written = {html.key: html.sha256}
+        problems = Counter(p for s in studies for p in s.problems)
+        printed = html_path
+        if in_pdf < len(studies) and browser is not None:
+            printed = Path(tmp) / f"first-{in_pdf}-{layout.REPORT_HTML}"
+            chunks = page_chunks(inp, studies, dest_prefix=dest, limit=in_pdf, fill=fill)
+            _write_page(printed, chunks)
+        pdf_key, pdf_error = _pdf(results, printed, dest, browser, pdf_timeout_s, in_pdf)
     if pdf_key is not None:
         written[pdf_key[0]] = pdf_key[1]
     log.info(
@@ -172,18 +194,22 @@ def render_report(
 
 def _pdf(
     results: ObjectStore,
-    page: bytes,
+    page: Path,
     dest: str,
     browser: str | os.PathLike[str] | None,
     timeout_s: float | None,
     studies: int,
 ) -> tuple[tuple[str, str] | None, str | None]:
-    """((key, sha256) of the PDF, None) or (None, reason code); (None, None) when skipped."""
+    """Print the page file (in the private temp folder) and store the PDF: ((key, sha256),
+    None), or (None, reason code); (None, None) when skipped."""
     if browser is None:
         return None, None
     timeout = pdf_timeout(studies) if timeout_s is None else timeout_s
+    pdf_path = page.with_name(layout.REPORT_PDF)
     try:
-        return _print_to_store(results, page, f"{dest}/{layout.REPORT_PDF}", browser, timeout), None
+        print_pdf(page, pdf_path, browser=browser, timeout_s=timeout)
+        w = put_from_file(results, f"{dest}/{layout.REPORT_PDF}", pdf_path)
+        return (w.key, w.sha256), None
     except ReportError as exc:
         log.warning("report: PDF not written (%s): %s", exc.reason, exc)
         return None, exc.reason
