@@ -7,8 +7,9 @@ right after a chosen write: the driver of `test_reliability.py`'s kill tests.
 
 `publish` continues the run pickled in PREP (shards and merge already done by the test):
 prepare-publish, report (HTML only), publish, complete-run, on `LocalStore(ROOT)`. A write is
-a `put` or `copy` that returned; a put refused by `if_absent` is not one. `flow` patches every
-LocalStore of the process and kills after the first write whose key ends with `--kill-on`.
+a `put`, `put_file` or `copy` that returned; a put refused by `if_absent` is not one. `flow`
+patches every LocalStore of the process and kills after the first write whose key ends with
+`--kill-on`.
 """
 
 from __future__ import annotations
@@ -41,10 +42,14 @@ class _Writes:
 
 
 def _patch_local_store(writes: _Writes) -> None:
-    put, copy = LocalStore.put, LocalStore.copy
+    put, put_file, copy = LocalStore.put, LocalStore.put_file, LocalStore.copy
 
     def counted_put(self: LocalStore, key: str, data: bytes, *, if_absent: bool = False) -> None:
         put(self, key, data, if_absent=if_absent)
+        writes.wrote(key)
+
+    def counted_put_file(self: LocalStore, key: str, path: str | os.PathLike[str]) -> None:
+        put_file(self, key, path)
         writes.wrote(key)
 
     def counted_copy(self: LocalStore, src: str, dst: str, *, if_absent: bool = False) -> None:
@@ -52,6 +57,7 @@ def _patch_local_store(writes: _Writes) -> None:
         writes.wrote(dst)
 
     LocalStore.put = counted_put  # type: ignore[method-assign]
+    LocalStore.put_file = counted_put_file  # type: ignore[method-assign]
     LocalStore.copy = counted_copy  # type: ignore[method-assign]
 
 

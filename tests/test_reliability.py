@@ -179,6 +179,7 @@ def test_the_publish_step_writes_every_boundary_of_the_protocol(
     names = [w.rsplit("/", 1)[-1] for w in writes]
     assert writes[0].endswith("predictions.csv")
     assert sum(1 for w in writes if "/claims/" in w) == 1
+    assert names.count("report.html") == 1  # streamed from a file (put_file): a write too
     assert names.count("manifest.json") == 1
     assert names.count("latest.json") == 1
     first_state = next(i for i, w in enumerate(writes) if w.startswith("state/"))
