@@ -110,3 +110,32 @@ def test_augmentation_is_seeded_and_varies(scan: np.ndarray) -> None:
     assert a.shape == (1, 64, 64)
     assert np.array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+def test_percentile_is_numpys_linear_percentile_exactly() -> None:
+    """The one-partition percentile returns NumPy's value bit for bit: count images (ties),
+    continuous values, constant and tiny images, every q the code uses and the ends; and
+    NumPy's own answer for what it does not handle (other dtypes, NaN)."""
+    from scintiflow.ml.preprocess import percentile
+
+    rng = np.random.default_rng(7)
+    checked = 0
+    for trial in range(300):
+        shape = tuple(int(x) for x in rng.choice([1, 2, 3, 64, 128, 255, 256], size=2))
+        kind = trial % 4
+        if kind == 0:
+            a = rng.poisson(rng.uniform(0.1, 200), shape).astype(np.float32)
+        elif kind == 1:
+            a = (rng.random(shape) * 1e4).astype(np.float32)
+        elif kind == 2:
+            a = np.full(shape, 3.0, np.float32)
+        else:
+            a = (rng.standard_normal(shape) * 1e3).astype(np.float32)
+        for q in (99.5, 99.0, 50.0, 0.0, 100.0, 37.3):
+            assert percentile(a, q) == float(np.percentile(a, q)), (shape, kind, q)
+            checked += 1
+    assert checked == 1800
+    counts = rng.poisson(20, (64, 64))
+    assert percentile(counts, 99.5) == float(np.percentile(counts, 99.5))  # int64: NumPy's
+    with_nan = np.array([1.0, np.nan, 3.0], dtype=np.float32)
+    assert np.isnan(percentile(with_nan, 50.0))

@@ -129,8 +129,10 @@ def colour_heat(heat: np.ndarray) -> np.ndarray:
 
 def scan_grey(pixels: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:
     """Counts -> grey level in [0, 1] windowed at a high percentile (float32)."""
+    from scintiflow.ml.preprocess import percentile
+
     img = np.asarray(pixels, dtype=np.float32)
-    top = float(np.percentile(img, clip_percentile)) if img.size else 0.0
+    top = percentile(img, clip_percentile) if img.size else 0.0
     if not np.isfinite(top) or top <= 0.0:
         top = float(img.max()) if img.size else 0.0
     if top <= 0.0:

@@ -71,12 +71,38 @@ class PreprocessConfig:
         return cls(**dict(data))
 
 
+def percentile(values: np.ndarray, q: float) -> float:
+    """`np.percentile(values, q)` (linear), exactly, for a float32 image, in one partition.
+
+    NumPy partitions at four positions (the two neighbours plus both ends, for NaN); on count
+    images, full of ties, that took 0.64 ms for a 256 x 256 scan against 0.09 ms for one
+    position, and every scored image needs this two or three times (input normalisation,
+    overlay window, thumbnail). The neighbour above is the minimum of the partition's upper
+    side, and the interpolation is NumPy's own (`_lerp`: from the nearer end, in float32).
+    Anything else (other dtypes, NaN, fewer than two values) goes to NumPy.
+    """
+    flat = np.asarray(values).ravel()
+    if flat.dtype != np.float32 or flat.size < 2 or np.isnan(flat).any():
+        return float(np.percentile(flat, q))
+    n = flat.size
+    virtual = (n - 1) * (q / 100)
+    below = min(max(int(np.floor(virtual)), 0), n - 1)
+    part = np.partition(flat, below)
+    lo = part[below]
+    hi = part[below + 1 :].min() if below + 1 < n else lo
+    gamma = virtual - below
+    diff = hi - lo
+    if gamma >= 0.5:
+        return float(hi - diff * np.float32(1 - gamma))
+    return float(lo + diff * np.float32(gamma))
+
+
 def normalise_counts(pixels: np.ndarray, clip_percentile: float) -> np.ndarray:
     """Counts scaled to [0, 1] by the image's own percentile (float32, same shape)."""
     img = np.asarray(pixels, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D count image, got shape {img.shape}")
-    top = float(np.percentile(img, clip_percentile)) if img.size else 0.0
+    top = percentile(img, clip_percentile) if img.size else 0.0
     if not np.isfinite(top) or top <= 0.0:
         top = float(img.max()) if img.size else 0.0
     if top <= 0.0:
