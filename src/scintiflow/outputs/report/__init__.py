@@ -13,9 +13,9 @@ and writes no DICOM (the shard writes the Secondary Captures; the page links the
 | `reasons` | `REPORT_REASONS`, `ReportError` |
 | `inputs` | `ReportInput`, `build_report_input`, the worklist order |
 | `identifiers` | `Identifiers` from a DICOM header |
-| `page` | `render_html` and the Jinja2 template (`templates/report.html.j2`) |
+| `page` | `page_chunks`, `render_html`, the Jinja2 template (`templates/report.html.j2`) |
 | `browser` | headless Chromium: PDF, screenshot, DOM; the PDF time limit |
-| `render` | `render_report`: gather, render, write; `RenderedReport` |
+| `render` | `render_report` (the page streamed to a file), `RenderedReport` |
 """
 
 from scintiflow.outputs.report.browser import (
