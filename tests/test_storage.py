@@ -250,6 +250,31 @@ def test_local_symlink_out_of_root_is_rejected(tmp_path: Path) -> None:
         LocalStore(root).get("link/secret")
 
 
+def test_local_keys_through_symlinks_resolve_and_stay_inside_the_root(tmp_path: Path) -> None:
+    """Only keys that pass through a symlink are resolved: one to a folder inside the root
+    works (read and write), one whose parent links out is refused for put and get alike,
+    and a key below a missing folder is an ordinary new object."""
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "real" / "a.bin").write_bytes(b"a")
+    os.symlink(root / "real", root / "inside")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "out")
+    store = LocalStore(root)
+    assert store.get("real/a.bin") == b"a"
+    store.put("inside/b.bin", b"b")  # through a link that stays in the root
+    assert (root / "real" / "b.bin").read_bytes() == b"b"
+    with pytest.raises(InvalidKeyError):
+        store.put("out/c.bin", b"c")
+    (outside / "secret").write_bytes(b"s")
+    with pytest.raises(InvalidKeyError):
+        store.get("out/secret")
+    assert [p.name for p in outside.iterdir()] == ["secret"]
+    store.put("new/folder/d.bin", b"d")
+    assert store.get("new/folder/d.bin") == b"d"
+
+
 def test_open_store_picks_implementation_from_url(tmp_path: Path) -> None:
     settings = Settings()
     assert isinstance(open_store(str(tmp_path), settings=settings), LocalStore)
